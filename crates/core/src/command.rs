@@ -102,12 +102,28 @@ mod tests {
     #[test]
     fn encode_decode_round_trip() {
         let cmds = vec![
-            Command::Set { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"\0v"), expiry: Expiry::AtMs(42) },
-            Command::MSet { pairs: vec![(Bytes::from_static(b"a"), Bytes::from_static(b"b"))] },
-            Command::Del { keys: vec![Bytes::from_static(b"a")] },
-            Command::Append { key: Bytes::from_static(b"a"), suffix: Bytes::from_static(b"x") },
-            Command::ExpireAt { key: Bytes::from_static(b"a"), at_ms: 7 },
-            Command::Persist { key: Bytes::from_static(b"a") },
+            Command::Set {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"\0v"),
+                expiry: Expiry::AtMs(42),
+            },
+            Command::MSet {
+                pairs: vec![(Bytes::from_static(b"a"), Bytes::from_static(b"b"))],
+            },
+            Command::Del {
+                keys: vec![Bytes::from_static(b"a")],
+            },
+            Command::Append {
+                key: Bytes::from_static(b"a"),
+                suffix: Bytes::from_static(b"x"),
+            },
+            Command::ExpireAt {
+                key: Bytes::from_static(b"a"),
+                at_ms: 7,
+            },
+            Command::Persist {
+                key: Bytes::from_static(b"a"),
+            },
             Command::FlushAll,
         ];
         for c in cmds {

@@ -9,6 +9,7 @@
 //! - [`store`]: [`Store`], the state machine: planning client commands into log commands and
 //!   applying them.
 //! - [`reply`]: [`Reply`], protocol-independent replies.
+//! - [`glob`]: Redis's glob-style pattern matching (`KEYS`, `SCAN MATCH`).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -30,9 +31,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod command;
+pub mod glob;
 pub mod position;
 pub mod reply;
 pub mod store;
+
+#[cfg(test)]
+mod store_prop_test;
+#[cfg(test)]
+mod store_scan_test;
+#[cfg(test)]
+mod store_test;
 
 pub use command::{Command, CommandDecodeError, Expiry};
 pub use position::{Epoch, LogPosition, Lsn};
