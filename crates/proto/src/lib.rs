@@ -1,95 +1,62 @@
-//! replikv's wire protocols. (Skeleton: the helper implementing this crate replaces the bodies
-//! and may split it into modules; the public signatures below are the contract the server is
-//! written against.)
+//! replikv's wire protocol: the RESP codec between clients and a node.
+//!
+//! Requests come in as RESP multibulk arrays (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) or inline
+//! command lines (`GET k\r\n`), parsed with Redis 7's rules, limits and error texts. Replies
+//! go out as RESP2 or RESP3, either from a [`Frame`] tree or through the `encode_*` helpers,
+//! which the server's hot path uses to write straight into its output buffer.
+//!
+//! # Modules
+//! - `request`: [`parse_request`], one request from the front of a buffer, zero-copy.
+//! - `request_decoder`: [`RequestDecoder`], the same but resumable across reads.
+//! - `split_args`: inline-line splitting with Redis's quoting rules (`sdssplitargs`).
+//! - `limits`: [`Limits`] on declared sizes; `protocol_error`: [`ProtocolError`].
+//! - `frame`: [`Frame`] and [`Frame::encode`]; `encode`: the `encode_*` helpers;
+//!   `protocol`: [`Protocol`].
+//! - `frame_parser`: [`parse_frame`], a RESP2/RESP3 reply decoder for clients and tests.
+//! - `number`: [`parse_i64`] (Redis's `string2ll`) and [`format_double`] (Redis's `d2string`).
+//!
+//! # Example
+//! ```
+//! use bytes::BytesMut;
+//! use replikv_proto::{encode_bulk, parse_frame, parse_request, Frame, Limits};
+//!
+//! let mut input = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n"[..]);
+//! let limits = Limits::default();
+//! assert_eq!(parse_request(&mut input, &limits).unwrap().unwrap(), vec!["GET", "k"]);
+//! assert_eq!(parse_request(&mut input, &limits).unwrap().unwrap(), vec!["PING"]);
+//! assert_eq!(parse_request(&mut input, &limits).unwrap(), None);
+//!
+//! let mut output = BytesMut::new();
+//! encode_bulk(&mut output, b"value");
+//! assert_eq!(&output[..], b"$5\r\nvalue\r\n");
+//! let (reply, consumed) = parse_frame(&output).unwrap().unwrap();
+//! assert_eq!(reply, Frame::Bulk("value".into()));
+//! assert_eq!(consumed, output.len());
+//! ```
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use bytes::{Bytes, BytesMut};
+mod encode;
+mod frame;
+mod frame_parser;
+mod limits;
+mod number;
+mod protocol;
+mod protocol_error;
+mod request;
+mod request_decoder;
+mod split_args;
 
-/// Bounds on what one client request may declare, checked before anything is allocated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest bulk string (Redis `proto-max-bulk-len`, default 512 MiB).
-    pub bulk_bytes_max: usize,
-    /// Most elements in one multibulk request (Redis: 1024*1024*1024 for authenticated).
-    pub multibulk_count_max: usize,
-    /// Longest inline command line (Redis: 64 KiB).
-    pub inline_bytes_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            bulk_bytes_max: 512 * 1024 * 1024,
-            multibulk_count_max: 1024 * 1024 * 1024,
-            inline_bytes_max: 64 * 1024,
-        }
-    }
-}
-
-/// A request that is not valid RESP. The text follows Redis's (`Protocol error: ...`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Protocol error: {0}")]
-pub struct ProtocolError(pub String);
-
-/// Parses one client request (a multibulk array of bulk strings, or an inline command line)
-/// from the front of `buf`.
-///
-/// Returns `Ok(Some((args, consumed)))` for a complete request (`args` may be empty for an
-/// empty inline line or `*0`; the caller skips it), `Ok(None)` when more bytes are needed,
-/// and `Err` when the bytes can never become a valid request. The arguments are zero-copy
-/// slices of `buf` when it is frozen by the caller; here they are copied out of `buf` only if
-/// needed (helper decides; the API takes `&mut BytesMut` and splits consumed bytes off).
-///
-/// # Errors
-/// [`ProtocolError`] with Redis's message (`invalid multibulk length`, `invalid bulk length`,
-/// `expected '$', got 'x'`, `unbalanced quotes in request`, `too big inline request`, ...).
-pub fn parse_request(
-    _buf: &mut BytesMut,
-    _limits: &Limits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    todo!()
-}
-
-/// A RESP value to send to a client.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Frame {
-    /// `+text`.
-    Simple(String),
-    /// `-text`.
-    Error(String),
-    /// `:n`.
-    Integer(i64),
-    /// `$len\r\nbytes`.
-    Bulk(Bytes),
-    /// Null: `$-1` in RESP2, `_` in RESP3.
-    Null,
-    /// `*n` array.
-    Array(Vec<Frame>),
-    /// RESP3 map `%n`; a flat array of key, value, ... in RESP2.
-    Map(Vec<(Frame, Frame)>),
-    /// RESP3 set `~n`; an array in RESP2.
-    Set(Vec<Frame>),
-    /// RESP3 double `,`; a bulk string in RESP2.
-    Double(f64),
-    /// RESP3 boolean `#t`/`#f`; integer 1/0 in RESP2.
-    Boolean(bool),
-    /// RESP3 verbatim string `=len\r\ntxt:...`; a bulk string in RESP2. The format is 3 bytes.
-    Verbatim(&'static str, Bytes),
-}
-
-/// The protocol version a connection speaks (`HELLO 2|3`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// RESP2 (the default).
-    #[default]
-    Resp2,
-    /// RESP3.
-    Resp3,
-}
-
-impl Frame {
-    /// Appends the frame's encoding in `proto` to `out`.
-    pub fn encode(&self, _proto: Protocol, _out: &mut BytesMut) {
-        todo!()
-    }
-}
+pub use encode::{
+    encode_array_header, encode_boolean, encode_bulk, encode_bulk_header, encode_double,
+    encode_error, encode_integer, encode_map_header, encode_null, encode_ok, encode_push_header,
+    encode_set_header, encode_simple, encode_verbatim,
+};
+pub use frame::Frame;
+pub use frame_parser::{parse_frame, FRAME_DEPTH_MAX};
+pub use limits::{Limits, HEADER_BYTES_MAX};
+pub use number::{format_double, parse_i64, DOUBLE_TEXT_BYTES_MAX};
+pub use protocol::Protocol;
+pub use protocol_error::ProtocolError;
+pub use request::parse_request;
+pub use request_decoder::RequestDecoder;
