@@ -1,0 +1,590 @@
+//! [`Wal`]: the segmented, checksummed write-ahead log.
+
+use crate::error::WalError;
+use crate::fs_util::{ensure_dir, fsync_dir};
+use crate::record::{encode_record, LogRecord, RECORD_PAYLOAD_BYTES_MAX};
+use crate::recovery::{scan_dir, Recovery};
+use crate::segment::{encode_segment_header, scan_segment, segment_file_name, Segment};
+use crate::stats::WalStats;
+use replikv_core::{LogPosition, Lsn};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Appended bytes the log buffers before it writes them to the OS on its own.
+pub const WRITE_BUFFER_BYTES_MAX: usize = 4 << 20;
+
+/// Where and how the log is kept.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Directory holding the segment files.
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes_max: u64,
+    /// Bytes of log kept even when a snapshot covers them (for replicas that need them later).
+    pub retention_bytes: u64,
+}
+
+/// The segmented, checksummed write-ahead log. Synchronous; one owner.
+///
+/// Records go through three stages: [`append`](Wal::append) checks and buffers them,
+/// [`flush`](Wal::flush) hands them to the OS ([`written_lsn`](Wal::written_lsn)), and
+/// [`sync`](Wal::sync) fsyncs them ([`synced_lsn`](Wal::synced_lsn)). After any failed write
+/// or fsync the log is poisoned: every later call returns [`WalError::Poisoned`], because
+/// after a failed fsync the kernel may have dropped the dirty pages and a retry would lie.
+pub struct Wal {
+    opts: WalOptions,
+    /// Segment files, oldest first; the last one is the active segment, written through
+    /// `active`. Invariant: `segments.is_empty() == active.is_none()`.
+    segments: Vec<Segment>,
+    /// The active segment's file, positioned at its end.
+    active: Option<File>,
+    /// Encoded records of the active segment not yet written. At most
+    /// [`WRITE_BUFFER_BYTES_MAX`] plus one record.
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    buf_records: u64,
+    /// The last record in the log, written or buffered; `None` when the log holds none.
+    last: Option<LogPosition>,
+    /// The LSN the next appended record must have: one past `last`, or past the snapshot the
+    /// log was opened after when that is newer.
+    next_lsn: Lsn,
+    /// Last LSN handed to the OS (or covered by the snapshot at open).
+    written: Lsn,
+    /// Last LSN fsynced (or covered by the snapshot at open). `synced <= written`.
+    synced: Lsn,
+    poisoned: bool,
+    stats: WalStats,
+    #[cfg(test)]
+    pub(crate) faults: FaultPlan,
+}
+
+/// Test-only fault injection: make the n-th write or fsync fail.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct FaultPlan {
+    /// Fail the write call when this many more have succeeded.
+    pub write_fails_after: Option<u64>,
+    /// Fail the segment fsync when this many more have succeeded.
+    pub fsync_fails_after: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum IoPoint {
+    Write,
+    Fsync,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `opts.dir`, truncating a torn tail, and returns the
+    /// records after `after` (the LSN the loaded snapshot covers).
+    ///
+    /// The next record appended must have LSN `max(after, last record) + 1`. Everything found
+    /// on disk is fsynced before this returns, so it counts as durable.
+    ///
+    /// # Errors
+    /// I/O failure, or corruption anywhere but the tail (the error names file and offset),
+    /// including entries missing between `after` and the first segment or between segments.
+    pub fn open(opts: WalOptions, after: Lsn) -> Result<(Wal, Recovery), WalError> {
+        ensure_dir(&opts.dir)?;
+        let scanned = scan_dir(&opts.dir, after)?;
+        // A segment created just before a crash may have a directory entry that is not durable.
+        fsync_dir(&opts.dir)?;
+        let active = match scanned.segments.last() {
+            None => None,
+            Some(seg) => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(|e| WalError::io("open segment", &seg.path, e))?;
+                file.seek(SeekFrom::Start(seg.bytes))
+                    .map_err(|e| WalError::io("seek segment", &seg.path, e))?;
+                // Bytes found may sit only in the page cache (the process crashed, not the
+                // machine); make them durable before anyone treats them as such.
+                file.sync_all()
+                    .map_err(|e| WalError::io("fsync segment", &seg.path, e))?;
+                Some(file)
+            }
+        };
+        let disk_lsn = scanned.last_on_disk.map_or(Lsn::ZERO, |p| p.lsn);
+        let durable = disk_lsn.max(after);
+        let last = LogPosition {
+            epoch: scanned.last_on_disk.map(|p| p.epoch).unwrap_or_default(),
+            lsn: durable,
+        };
+        let wal = Wal {
+            opts,
+            segments: scanned.segments,
+            active,
+            buf: Vec::new(),
+            buf_records: 0,
+            last: scanned.last_on_disk,
+            next_lsn: durable.next(),
+            written: durable,
+            synced: durable,
+            poisoned: false,
+            stats: WalStats::default(),
+            #[cfg(test)]
+            faults: FaultPlan::default(),
+        };
+        wal.check_invariants();
+        let recovery = Recovery {
+            records: scanned.records,
+            last,
+            torn_tail: scanned.torn_tail,
+        };
+        Ok((wal, recovery))
+    }
+
+    /// Checks and buffers `records`. They must continue the log: the first has LSN
+    /// [`next_lsn`](Wal::next_lsn), each next one the LSN after, and epochs never go down.
+    /// Starts a new segment when the active one would pass `segment_bytes_max` (fsyncing the
+    /// full one and the directory), and writes to the OS once [`WRITE_BUFFER_BYTES_MAX`] bytes
+    /// are buffered.
+    ///
+    /// # Errors
+    /// [`WalError::OutOfOrder`] or [`WalError::TooLarge`] (nothing is buffered, the log is
+    /// unchanged); an I/O failure while rolling or writing (the log is poisoned);
+    /// [`WalError::Poisoned`].
+    pub fn append(&mut self, records: &[LogRecord]) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.append_check(records)?;
+        for record in records {
+            self.append_prepare_segment(record)?;
+            encode_record(record, &mut self.buf);
+            self.buf_records += 1;
+            self.last = Some(record.pos);
+            self.next_lsn = record.pos.lsn.next();
+            if let Some(seg) = self.segments.last_mut() {
+                seg.last = Some(record.pos);
+            }
+            if self.buf.len() >= WRITE_BUFFER_BYTES_MAX {
+                self.flush()?;
+            }
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Validates a whole batch before any of it is buffered.
+    fn append_check(&self, records: &[LogRecord]) -> Result<(), WalError> {
+        let mut last = self.last;
+        let mut expected_lsn = self.next_lsn;
+        for record in records {
+            let epoch_min = last.map(|p| p.epoch).unwrap_or_default();
+            if record.pos.lsn != expected_lsn || record.pos.epoch < epoch_min {
+                return Err(WalError::OutOfOrder {
+                    last: last.unwrap_or_default(),
+                    expected_lsn,
+                    found: record.pos,
+                });
+            }
+            if record.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+                return Err(WalError::TooLarge {
+                    what: "record payload",
+                    len: record.payload.len() as u64,
+                    max: RECORD_PAYLOAD_BYTES_MAX as u64,
+                });
+            }
+            last = Some(record.pos);
+            expected_lsn = expected_lsn.next();
+        }
+        Ok(())
+    }
+
+    /// Makes the active segment one that `record` may be appended to: rolls to a new segment
+    /// when the active one is full or the record does not follow its last (a snapshot covers
+    /// the gap), and replaces an empty active segment named for another LSN.
+    fn append_prepare_segment(&mut self, record: &LogRecord) -> Result<(), WalError> {
+        let lsn = record.pos.lsn;
+        let Some(seg) = self.segments.last() else {
+            return self.segment_create(lsn);
+        };
+        match seg.last {
+            None if seg.first_lsn == lsn => Ok(()),
+            None => {
+                // Only a header: nothing to keep. Remove it so names stay "first LSN inside".
+                let path = seg.path.clone();
+                self.active = None;
+                self.segments.pop();
+                std::fs::remove_file(&path)
+                    .map_err(|e| self.poison(WalError::io("remove segment", &path, e)))?;
+                self.segment_create(lsn)
+            }
+            Some(seg_last) => {
+                let size = seg.bytes + self.buf.len() as u64 + record.encoded_len() as u64;
+                if seg_last.lsn.next() == lsn && size <= self.opts.segment_bytes_max {
+                    return Ok(());
+                }
+                self.flush()?;
+                self.sync()?;
+                self.segment_create(lsn)
+            }
+        }
+    }
+
+    /// Creates the segment whose first record is `first_lsn`, writes and fsyncs its header and
+    /// fsyncs the directory, so that a segment on disk always has a durable header before any
+    /// record is written to it.
+    fn segment_create(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
+        debug_assert!(
+            self.buf.is_empty(),
+            "buffered bytes belong to the old segment"
+        );
+        let path = self.opts.dir.join(segment_file_name(first_lsn));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| WalError::io("create segment", &path, e))?;
+            self.fault(IoPoint::Write)
+                .and_then(|()| file.write_all(&encode_segment_header(first_lsn)))
+                .map_err(|e| WalError::io("write segment header", &path, e))?;
+            self.fault(IoPoint::Fsync)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| WalError::io("fsync segment", &path, e))?;
+            fsync_dir(&self.opts.dir)?;
+            Ok(file)
+        })();
+        let file = result.map_err(|e| self.poison(e))?;
+        self.active = Some(file);
+        self.segments.push(Segment {
+            path,
+            first_lsn,
+            last: None,
+            bytes: crate::segment::SEGMENT_HEADER_BYTES as u64,
+        });
+        self.stats.segments_created += 1;
+        Ok(())
+    }
+
+    /// Writes buffered records to the OS. After it returns, [`written_lsn`](Wal::written_lsn)
+    /// is the last appended LSN.
+    ///
+    /// # Errors
+    /// The write failed (the log is poisoned); [`WalError::Poisoned`].
+    pub fn flush(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let (Some(file), Some(seg)) = (self.active.as_mut(), self.segments.last_mut()) else {
+            unreachable!("buffered records without an active segment");
+        };
+        #[cfg(test)]
+        let injected = self.faults.fire(IoPoint::Write);
+        #[cfg(not(test))]
+        let injected = Ok(());
+        if let Err(e) = injected.and_then(|()| file.write_all(&self.buf)) {
+            let path = seg.path.clone();
+            return Err(self.poison(WalError::io("write segment", &path, e)));
+        }
+        seg.bytes += self.buf.len() as u64;
+        self.stats.records_written += self.buf_records;
+        self.stats.bytes_written += self.buf.len() as u64;
+        self.stats.writes += 1;
+        self.buf.clear();
+        self.buf_records = 0;
+        if let Some(last) = self.last {
+            self.written = self.written.max(last.lsn);
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Writes buffered records and fsyncs the active segment. After it returns,
+    /// [`synced_lsn`](Wal::synced_lsn) is the last appended LSN. Does nothing when everything
+    /// is already synced.
+    ///
+    /// # Errors
+    /// The write or fsync failed (the log is poisoned; an fsync is never retried);
+    /// [`WalError::Poisoned`].
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.flush()?;
+        if self.synced == self.written {
+            return Ok(());
+        }
+        let (Some(file), Some(seg)) = (self.active.as_ref(), self.segments.last()) else {
+            unreachable!("written records without an active segment");
+        };
+        #[cfg(test)]
+        let injected = self.faults.fire(IoPoint::Fsync);
+        #[cfg(not(test))]
+        let injected = Ok(());
+        if let Err(e) = injected.and_then(|()| file.sync_data()) {
+            let path = seg.path.clone();
+            return Err(self.poison(WalError::io("fsync segment", &path, e)));
+        }
+        self.stats.fsyncs += 1;
+        self.synced = self.written;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Removes the oldest segments whose every record is at or below `snapshot_lsn`, as long as
+    /// the segments left total at least `retention_bytes`. The active segment is never removed.
+    /// Call it only once a snapshot at `snapshot_lsn` is durable: [`Wal::open`] needs a snapshot
+    /// covering everything before the first segment. Returns how many segments were removed.
+    ///
+    /// # Errors
+    /// Removing a file failed (the log stays usable; the segments list matches the disk) or the
+    /// directory fsync failed (the log is poisoned); [`WalError::Poisoned`].
+    pub fn compact(&mut self, snapshot_lsn: Lsn) -> Result<usize, WalError> {
+        self.check_usable()?;
+        let mut total: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let seg = &self.segments[0];
+            let covered = seg.last.is_none_or(|p| p.lsn <= snapshot_lsn);
+            let kept_after = total - seg.bytes;
+            if !covered || kept_after < self.opts.retention_bytes {
+                break;
+            }
+            std::fs::remove_file(&seg.path)
+                .map_err(|e| WalError::io("remove segment", &seg.path, e))?;
+            total = kept_after;
+            self.segments.remove(0);
+            self.stats.segments_removed += 1;
+            removed += 1;
+        }
+        if removed > 0 {
+            fsync_dir(&self.opts.dir).map_err(|e| self.poison(e))?;
+        }
+        self.check_invariants();
+        Ok(removed)
+    }
+
+    /// Reads written records with LSN `from` and later, in order, stopping once their payloads
+    /// total `bytes_max` (at least one record is returned when any exists). Records appended but
+    /// not yet flushed are not seen. An empty result means `from` is past the written log.
+    ///
+    /// # Errors
+    /// [`WalError::Compacted`] when `from` is before the first record kept (or falls in a gap
+    /// a snapshot covers); I/O failure or corruption reading a segment; [`WalError::Poisoned`].
+    pub fn read_from(&self, from: Lsn, bytes_max: u64) -> Result<Vec<LogRecord>, WalError> {
+        self.check_usable()?;
+        let from = from.max(Lsn(1));
+        let mut out = Vec::new();
+        if from > self.written {
+            return Ok(out);
+        }
+        let start = self.segments.partition_point(|s| s.first_lsn <= from);
+        let in_segment = start
+            .checked_sub(1)
+            .filter(|&i| self.segments[i].last.is_some_and(|p| p.lsn >= from));
+        let Some(start) = in_segment else {
+            let first = self
+                .segments
+                .get(start)
+                .map_or(self.next_lsn, |s| s.first_lsn);
+            return Err(WalError::Compacted {
+                requested: from,
+                first,
+            });
+        };
+        let mut payload_bytes: u64 = 0;
+        let mut prev = None;
+        for seg in &self.segments[start..] {
+            let data =
+                std::fs::read(&seg.path).map_err(|e| WalError::io("read segment", &seg.path, e))?;
+            // Only the bytes this log has written count; usize holds any in-memory length.
+            let end = usize::try_from(seg.bytes)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let mut done = false;
+            let scan = scan_segment(&data[..end], seg.first_lsn, prev, |record| {
+                if done || record.pos.lsn < from || record.pos.lsn > self.written {
+                    return;
+                }
+                payload_bytes += record.payload.len() as u64;
+                out.push(record);
+                done = payload_bytes >= bytes_max;
+            });
+            if let Some(bad) = scan.bad {
+                return Err(WalError::corrupt(&seg.path, bad.offset, bad.reason));
+            }
+            prev = scan.last.or(prev);
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last record in the log (written or buffered); `LogPosition::default()` (LSN 0)
+    /// when it holds none. Unlike [`Recovery::last`] this never reports a snapshot's LSN.
+    #[must_use]
+    pub fn last_position(&self) -> LogPosition {
+        self.last.unwrap_or_default()
+    }
+
+    /// The LSN the next appended record must have.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// The first LSN the log still holds ([`next_lsn`](Wal::next_lsn) when it holds none).
+    #[must_use]
+    pub fn first_lsn(&self) -> Lsn {
+        self.segments
+            .iter()
+            .find(|s| s.last.is_some())
+            .map_or(self.next_lsn, |s| s.first_lsn)
+    }
+
+    /// Last LSN handed to the OS (or covered by the snapshot the log was opened after).
+    #[must_use]
+    pub fn written_lsn(&self) -> Lsn {
+        self.written
+    }
+
+    /// Last LSN fsynced (or covered by the snapshot the log was opened after).
+    #[must_use]
+    pub fn synced_lsn(&self) -> Lsn {
+        self.synced
+    }
+
+    /// Segment files the log has.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Bytes in all segment files, buffered bytes excluded.
+    #[must_use]
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Counters since the log was opened.
+    #[must_use]
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    /// Whether an earlier failure poisoned the log.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The options the log was opened with.
+    #[must_use]
+    pub fn options(&self) -> &WalOptions {
+        &self.opts
+    }
+
+    /// The directory of the log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    /// Checks the log's invariants.
+    ///
+    /// # Panics
+    /// When one does not hold: a bug in this crate.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.synced <= self.written,
+            "synced {} past written {}",
+            self.synced,
+            self.written
+        );
+        assert!(
+            self.written < self.next_lsn,
+            "written {} not before next {}",
+            self.written,
+            self.next_lsn
+        );
+        assert_eq!(
+            self.segments.is_empty(),
+            self.active.is_none(),
+            "an active file exists exactly when a segment does"
+        );
+        assert_eq!(
+            self.buf.is_empty(),
+            self.buf_records == 0,
+            "buffer bytes and record count agree"
+        );
+        if let Some(last) = self.last {
+            assert!(
+                last.lsn < self.next_lsn,
+                "last {last} not before next {}",
+                self.next_lsn
+            );
+        }
+        debug_assert!(
+            self.segments
+                .windows(2)
+                .all(|w| w[0].last.map_or(w[0].first_lsn, |p| p.lsn.next()) <= w[1].first_lsn),
+            "segments are ordered and do not overlap"
+        );
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Marks the log poisoned and passes the error through.
+    fn poison(&mut self, error: WalError) -> WalError {
+        tracing::error!(%error, "write-ahead log poisoned");
+        self.poisoned = true;
+        error
+    }
+
+    /// The injected failure for `point`, if the test plan calls for one now.
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn fault(&mut self, point: IoPoint) -> std::io::Result<()> {
+        #[cfg(test)]
+        return self.faults.fire(point);
+        #[cfg(not(test))]
+        {
+            let _ = point;
+            Ok(())
+        }
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    /// A summary: the write buffer can hold megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.opts.dir)
+            .field("segments", &self.segments.len())
+            .field("buffered_bytes", &self.buf.len())
+            .field("last", &self.last)
+            .field("next_lsn", &self.next_lsn)
+            .field("written", &self.written)
+            .field("synced", &self.synced)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl FaultPlan {
+    fn fire(&mut self, point: IoPoint) -> std::io::Result<()> {
+        let slot = match point {
+            IoPoint::Write => &mut self.write_fails_after,
+            IoPoint::Fsync => &mut self.fsync_fails_after,
+        };
+        match slot {
+            Some(0) => {
+                *slot = None;
+                Err(std::io::Error::other(format!("injected {point:?} failure")))
+            }
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

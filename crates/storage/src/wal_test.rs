@@ -1,0 +1,144 @@
+//! Poisoning (fsyncgate): after a failed write or fsync the log refuses everything and never
+//! retries the fsync. Failures are injected through the test-only `FaultPlan`.
+
+use crate::{FsyncPolicy, GroupCommit, LogRecord, Wal, WalError, WalOptions, WalProgress};
+use bytes::Bytes;
+use replikv_core::{Epoch, LogPosition, Lsn};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn recs(first: u64, last: u64) -> Vec<LogRecord> {
+    (first..=last)
+        .map(|lsn| LogRecord {
+            pos: LogPosition {
+                epoch: Epoch(1),
+                lsn: Lsn(lsn),
+            },
+            payload: Bytes::from(format!("payload {lsn}")),
+        })
+        .collect()
+}
+
+fn open(dir: &Path, segment_bytes_max: u64) -> (Wal, Vec<LogRecord>) {
+    let opts = WalOptions {
+        dir: dir.to_path_buf(),
+        segment_bytes_max,
+        retention_bytes: 0,
+    };
+    let (wal, recovery) = Wal::open(opts, Lsn::ZERO).unwrap();
+    (wal, recovery.records)
+}
+
+fn assert_refuses_everything(wal: &mut Wal) {
+    assert!(wal.is_poisoned());
+    assert!(matches!(
+        wal.append(&recs(100, 100)),
+        Err(WalError::Poisoned)
+    ));
+    assert!(matches!(wal.flush(), Err(WalError::Poisoned)));
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+    assert!(matches!(wal.compact(Lsn(1)), Err(WalError::Poisoned)));
+    assert!(matches!(wal.read_from(Lsn(1), 10), Err(WalError::Poisoned)));
+}
+
+#[test]
+fn failed_write_poisons_the_log_and_synced_records_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 20);
+    wal.append(&recs(1, 3)).unwrap();
+    wal.sync().unwrap();
+
+    eprintln!("phase: the next write fails");
+    wal.faults.write_fails_after = Some(0);
+    wal.append(&recs(4, 5)).unwrap();
+    let err = wal.flush().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Io {
+                op: "write segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(wal.written_lsn(), Lsn(3));
+    assert_refuses_everything(&mut wal);
+    drop(wal);
+
+    eprintln!("phase: reopening finds the synced records");
+    let (_, records) = open(dir.path(), 1 << 20);
+    assert_eq!(records, recs(1, 3));
+}
+
+#[test]
+fn failed_fsync_poisons_the_log_and_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 20);
+    wal.append(&recs(1, 2)).unwrap();
+    wal.faults.fsync_fails_after = Some(0);
+    let err = wal.sync().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Io {
+                op: "fsync segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(wal.synced_lsn(), Lsn::ZERO, "nothing is claimed durable");
+    assert_eq!(wal.stats().fsyncs, 0);
+    assert_refuses_everything(&mut wal);
+    assert_eq!(wal.stats().fsyncs, 0, "the fsync was not tried again");
+}
+
+#[test]
+fn failed_segment_roll_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // One record per segment, so the second append rolls.
+    let (mut wal, _) = open(dir.path(), 40);
+    wal.append(&recs(1, 1)).unwrap();
+    wal.sync().unwrap();
+    wal.faults.write_fails_after = Some(0);
+    let err = wal.append(&recs(2, 2)).unwrap_err();
+    assert!(matches!(err, WalError::Io { .. }), "{err}");
+    assert_refuses_everything(&mut wal);
+}
+
+#[test]
+fn group_commit_reports_a_failed_fsync_once_and_refuses_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 20);
+    // The new segment's header fsync and the first batch's succeed; the next one fails.
+    wal.faults.fsync_fails_after = Some(2);
+    let (tx, rx) = mpsc::channel::<Result<WalProgress, String>>();
+    let gc = GroupCommit::start(
+        wal,
+        FsyncPolicy::Always,
+        Box::new(move |p| {
+            // The test may have stopped listening.
+            let _ = tx.send(p);
+        }),
+    );
+
+    eprintln!("phase: the first batch is fsynced, the second's fsync fails");
+    gc.submit(recs(1, 2));
+    assert_eq!(gc.sync_now().unwrap(), Lsn(2));
+    gc.submit(recs(3, 4));
+    let err = loop {
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Ok(p) => assert!(p.synced <= Lsn(2), "{p:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.contains("fsync segment"), "{err}");
+
+    eprintln!("phase: every later request is refused and the error is not reported again");
+    gc.submit(recs(5, 5));
+    assert!(matches!(gc.sync_now(), Err(WalError::Poisoned)));
+    assert!(matches!(gc.shutdown(), Err(WalError::Poisoned)));
+    assert_eq!(rx.try_iter().count(), 0);
+}
