@@ -1,1 +1,99 @@
-fn main() {}
+//! The `replikv` command line.
+
+use clap::{Parser, Subcommand};
+use replikv_server::config::{Config, ServeArgs};
+use std::process::ExitCode;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+/// replikv: a replicated key-value database that speaks the Redis protocol.
+#[derive(Parser, Debug)]
+#[command(
+    name = "replikv",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// With no command, `replikv` runs a node with these settings (as `replikv serve`).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node (the default when no command is given). Every setting can also be given in
+    /// the TOML file named by --config or as a REPLIKV_* environment variable; flags win over
+    /// variables, which win over the file.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Cmd::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let config = match Config::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("replikv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("replikv: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            // If everyone has already stopped, there is nobody left to tell.
+            let _ = stop_tx.send(true);
+        });
+        replikv_server::serve(config, stop_rx).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("replikv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the node runs until killed.
+            std::future::pending::<()>().await;
+        }
+    }
+}

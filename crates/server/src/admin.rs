@@ -1,0 +1,221 @@
+//! The admin HTTP API: `/health`, `/status` (JSON) and `/metrics` (Prometheus text format).
+//! It reads only the published counters.
+
+use crate::config::FsyncMode;
+use crate::shared::Shared;
+use crate::stats::Stats;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The admin routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.stats.fatal() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {e}\n")),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let s = &shared.stats;
+    let get = Stats::get;
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "run_id": shared.run_id,
+        "role": "leader",
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "healthy": s.fatal().is_none(),
+        "fatal": s.fatal(),
+        "ports": { "client": shared.config.port, "admin": shared.config.admin_port },
+        "log": {
+            "epoch": get(&s.epoch),
+            "applied_lsn": get(&s.applied_lsn),
+            "written_lsn": get(&s.written_lsn),
+            "durable_lsn": get(&s.durable_lsn),
+            "fsync": match shared.config.fsync { FsyncMode::Always => "always", FsyncMode::Interval => "interval" },
+            "fsyncs": get(&s.wal_fsyncs),
+            "records": get(&s.wal_records),
+            "recovered_records": get(&s.recovered_records),
+            "torn_tails_truncated": get(&s.torn_tails_truncated),
+        },
+        "snapshot": {
+            "last_lsn": get(&s.last_snapshot_lsn),
+            "last_unix": get(&s.last_save_unix),
+            "in_progress": s.bgsave_in_progress.load(Relaxed),
+            "last_ok": s.last_save_ok.load(Relaxed),
+            "entries_since": get(&s.changes_since_last_save),
+        },
+        "keyspace": { "keys": get(&s.keys), "expires": get(&s.expires), "bytes": get(&s.dataset_bytes) },
+        "clients": { "connected": get(&s.connected_clients), "max": shared.config.maxclients },
+        "replication": { "replicas": [] },
+    }))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let s = &shared.stats;
+    let get = Stats::get;
+    let rows: &[(&str, &str, &str, u64)] = &[
+        (
+            "replikv_up",
+            "gauge",
+            "1 while the node accepts writes.",
+            u64::from(s.fatal().is_none()),
+        ),
+        (
+            "replikv_uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            shared.started.elapsed().as_secs(),
+        ),
+        (
+            "replikv_connected_clients",
+            "gauge",
+            "Open client connections.",
+            get(&s.connected_clients),
+        ),
+        (
+            "replikv_connections_total",
+            "counter",
+            "Client connections accepted.",
+            get(&s.total_connections_received),
+        ),
+        (
+            "replikv_rejected_connections_total",
+            "counter",
+            "Connections refused at maxclients.",
+            get(&s.rejected_connections),
+        ),
+        (
+            "replikv_commands_total",
+            "counter",
+            "Client commands processed.",
+            get(&s.total_commands_processed),
+        ),
+        (
+            "replikv_error_replies_total",
+            "counter",
+            "Error replies sent.",
+            get(&s.total_error_replies),
+        ),
+        (
+            "replikv_protocol_errors_total",
+            "counter",
+            "Connections closed for protocol errors.",
+            get(&s.protocol_errors),
+        ),
+        (
+            "replikv_net_input_bytes_total",
+            "counter",
+            "Bytes read from clients.",
+            get(&s.total_net_input_bytes),
+        ),
+        (
+            "replikv_net_output_bytes_total",
+            "counter",
+            "Bytes written to clients.",
+            get(&s.total_net_output_bytes),
+        ),
+        ("replikv_keys", "gauge", "Keys held.", get(&s.keys)),
+        (
+            "replikv_keys_with_ttl",
+            "gauge",
+            "Keys with a TTL.",
+            get(&s.expires),
+        ),
+        (
+            "replikv_dataset_bytes",
+            "gauge",
+            "Approximate bytes of keys and values.",
+            get(&s.dataset_bytes),
+        ),
+        (
+            "replikv_expired_keys_total",
+            "counter",
+            "Keys removed by expiry.",
+            get(&s.expired_keys),
+        ),
+        ("replikv_epoch", "gauge", "Current epoch.", get(&s.epoch)),
+        (
+            "replikv_applied_lsn",
+            "gauge",
+            "Last LSN applied.",
+            get(&s.applied_lsn),
+        ),
+        (
+            "replikv_written_lsn",
+            "gauge",
+            "Last LSN written to the OS.",
+            get(&s.written_lsn),
+        ),
+        (
+            "replikv_durable_lsn",
+            "gauge",
+            "Last LSN fsynced.",
+            get(&s.durable_lsn),
+        ),
+        (
+            "replikv_wal_fsyncs_total",
+            "counter",
+            "fsyncs of the write-ahead log.",
+            get(&s.wal_fsyncs),
+        ),
+        (
+            "replikv_wal_records_total",
+            "counter",
+            "Records written to the write-ahead log.",
+            get(&s.wal_records),
+        ),
+        (
+            "replikv_snapshots_total",
+            "counter",
+            "Snapshots written.",
+            get(&s.snapshots_total),
+        ),
+        (
+            "replikv_snapshot_lsn",
+            "gauge",
+            "LSN of the newest snapshot.",
+            get(&s.last_snapshot_lsn),
+        ),
+        (
+            "replikv_entries_since_snapshot",
+            "gauge",
+            "Log entries since the newest snapshot.",
+            get(&s.changes_since_last_save),
+        ),
+        (
+            "replikv_recovered_records",
+            "gauge",
+            "Log records replayed at start.",
+            get(&s.recovered_records),
+        ),
+        (
+            "replikv_torn_tails_truncated",
+            "gauge",
+            "Torn log tails truncated at start.",
+            get(&s.torn_tails_truncated),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,303 @@
+//! Node configuration: defaults, then a TOML file, then `REPLIKV_*` environment variables, then
+//! command-line flags, each overriding the one before.
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// When the write-ahead log is forced to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// A write is acknowledged only after its log record is fsynced (group commit).
+    Always,
+    /// Writes are acknowledged once handed to the OS; the log is fsynced every
+    /// `fsync-interval-ms`.
+    Interval,
+}
+
+/// `replikv serve` settings as given on the command line or in the environment. Every field is
+/// optional so that a value from the config file shows through when neither is set.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the long flag names with `_` for `-`.
+    #[arg(long, env = "REPLIKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the write-ahead log and snapshots [default: ./replikv-data].
+    #[arg(long, env = "REPLIKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the client (RESP) and admin (HTTP) ports listen on [default: 127.0.0.1].
+    #[arg(long, env = "REPLIKV_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Client port, speaking the Redis protocol (RESP2/RESP3) [default: 6379].
+    #[arg(long, env = "REPLIKV_PORT")]
+    pub port: Option<u16>,
+    /// Admin HTTP port: /health, /status, /metrics [default: 9379]. 0 disables it.
+    #[arg(long, env = "REPLIKV_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Log durability: `always` (acknowledge after fsync) or `interval` [default: always].
+    #[arg(long, env = "REPLIKV_FSYNC")]
+    pub fsync: Option<FsyncMode>,
+    /// With `--fsync interval`, milliseconds between fsyncs [default: 1000].
+    #[arg(long, env = "REPLIKV_FSYNC_INTERVAL_MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Password clients must give with AUTH or HELLO (Redis `requirepass`) [default: none].
+    #[arg(long, env = "REPLIKV_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Most concurrent client connections (Redis `maxclients`) [default: 10000].
+    #[arg(long, env = "REPLIKV_MAXCLIENTS")]
+    pub maxclients: Option<usize>,
+    /// Largest bulk string a client may send (Redis `proto-max-bulk-len`) [default: 536870912].
+    #[arg(long, env = "REPLIKV_PROTO_MAX_BULK_LEN")]
+    pub proto_max_bulk_len: Option<usize>,
+    /// Most bytes buffered for one client's unfinished requests (Redis
+    /// `client-query-buffer-limit`) [default: 1073741824].
+    #[arg(long, env = "REPLIKV_CLIENT_QUERY_BUFFER_LIMIT")]
+    pub client_query_buffer_limit: Option<usize>,
+    /// Size at which a log segment is closed and a new one started [default: 67108864].
+    #[arg(long, env = "REPLIKV_SEGMENT_BYTES_MAX")]
+    pub segment_bytes_max: Option<u64>,
+    /// Bytes of log kept after a snapshot covers them, for replicas that fall behind
+    /// [default: 67108864].
+    #[arg(long, env = "REPLIKV_WAL_RETENTION_BYTES")]
+    pub wal_retention_bytes: Option<u64>,
+    /// Take a snapshot (and drop the log it covers) after this many log entries; 0 = never
+    /// automatically [default: 1000000].
+    #[arg(long, env = "REPLIKV_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<u64>,
+    /// Log filter, as `RUST_LOG` (`info`, `replikv_server=debug`, ...) [default: info].
+    #[arg(long, env = "REPLIKV_LOG")]
+    pub log: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    admin_port: Option<u16>,
+    fsync: Option<FsyncMode>,
+    fsync_interval_ms: Option<u64>,
+    requirepass: Option<String>,
+    maxclients: Option<usize>,
+    proto_max_bulk_len: Option<usize>,
+    client_query_buffer_limit: Option<usize>,
+    segment_bytes_max: Option<u64>,
+    wal_retention_bytes: Option<u64>,
+    snapshot_every_entries: Option<u64>,
+    log: Option<String>,
+}
+
+/// Resolved configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Directory for the log and snapshots.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub bind: IpAddr,
+    /// Client port.
+    pub port: u16,
+    /// Admin HTTP port (0 = disabled).
+    pub admin_port: u16,
+    /// Log durability.
+    pub fsync: FsyncMode,
+    /// Interval between fsyncs in `interval` mode.
+    pub fsync_interval_ms: u64,
+    /// Client password, if any.
+    pub requirepass: Option<String>,
+    /// Connection limit.
+    pub maxclients: usize,
+    /// Largest bulk string accepted.
+    pub proto_max_bulk_len: usize,
+    /// Per-connection bound on buffered request bytes.
+    pub client_query_buffer_limit: usize,
+    /// Segment roll size.
+    pub segment_bytes_max: u64,
+    /// Log bytes kept past a snapshot.
+    pub wal_retention_bytes: u64,
+    /// Automatic snapshot cadence in log entries (0 = off).
+    pub snapshot_every_entries: u64,
+    /// Log filter.
+    pub log: String,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("bad config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("bad setting {key}: {message}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) over the config file over the
+    /// defaults, and checks the result.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or an out-of-range value.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let config = Config {
+            data_dir: pick(
+                args.data_dir.clone(),
+                file.data_dir,
+                PathBuf::from("replikv-data"),
+            ),
+            bind: pick(args.bind, file.bind, IpAddr::from([127, 0, 0, 1])),
+            port: pick(args.port, file.port, 6379),
+            admin_port: pick(args.admin_port, file.admin_port, 9379),
+            fsync: pick(args.fsync, file.fsync, FsyncMode::Always),
+            fsync_interval_ms: pick(args.fsync_interval_ms, file.fsync_interval_ms, 1000),
+            requirepass: args.requirepass.clone().or(file.requirepass),
+            maxclients: pick(args.maxclients, file.maxclients, 10_000),
+            proto_max_bulk_len: pick(
+                args.proto_max_bulk_len,
+                file.proto_max_bulk_len,
+                512 * 1024 * 1024,
+            ),
+            client_query_buffer_limit: pick(
+                args.client_query_buffer_limit,
+                file.client_query_buffer_limit,
+                1024 * 1024 * 1024,
+            ),
+            segment_bytes_max: pick(args.segment_bytes_max, file.segment_bytes_max, 64 << 20),
+            wal_retention_bytes: pick(args.wal_retention_bytes, file.wal_retention_bytes, 64 << 20),
+            snapshot_every_entries: pick(
+                args.snapshot_every_entries,
+                file.snapshot_every_entries,
+                1_000_000,
+            ),
+            log: pick(args.log.clone(), file.log, "info".to_string()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.port == 0 {
+            return invalid("port", "must be between 1 and 65535");
+        }
+        if self.admin_port != 0 && self.admin_port == self.port {
+            return invalid("admin_port", "must differ from port");
+        }
+        if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 60_000 {
+            return invalid("fsync_interval_ms", "must be between 1 and 60000");
+        }
+        if self.maxclients == 0 {
+            return invalid("maxclients", "must be at least 1");
+        }
+        if self.proto_max_bulk_len < 1024 {
+            return invalid("proto_max_bulk_len", "must be at least 1024");
+        }
+        if self.client_query_buffer_limit < 1024 * 1024 {
+            return invalid("client_query_buffer_limit", "must be at least 1048576");
+        }
+        if self.segment_bytes_max < 4096 {
+            return invalid("segment_bytes_max", "must be at least 4096");
+        }
+        if matches!(&self.requirepass, Some(p) if p.is_empty()) {
+            return invalid("requirepass", "must not be empty (leave it unset instead)");
+        }
+        Ok(())
+    }
+}
+
+fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
+    flag_or_env.or(file).unwrap_or(default)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let c = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.port, 6379);
+        assert_eq!(c.admin_port, 9379);
+        assert_eq!(c.fsync, FsyncMode::Always);
+        assert_eq!(c.data_dir, PathBuf::from("replikv-data"));
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "port = 7000\nadmin_port = 7001\nfsync = \"interval\"").unwrap();
+        let args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            port: Some(7100),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.port, 7100);
+        assert_eq!(c.admin_port, 7001);
+        assert_eq!(c.fsync, FsyncMode::Interval);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_a_clear_error() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "prot = 7000").unwrap();
+        let args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_refused() {
+        let args = ServeArgs {
+            port: Some(0),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+}

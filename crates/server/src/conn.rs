@@ -1,0 +1,687 @@
+//! Client connections: read requests, answer connection commands here, send data commands to
+//! the node in batches, and write replies back in request order.
+
+use crate::info;
+use crate::node::{NodeHandle, NodeMsg};
+use crate::shared::Shared;
+use crate::stats::Stats;
+use bytes::{Bytes, BytesMut};
+use replikv_core::{Reply, Store};
+use replikv_proto::{Frame, Limits, Protocol, RequestDecoder};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tracing::debug;
+
+/// Most requests taken from one connection's buffer before its replies are written; bounds the
+/// replies a pipelining client can make the server hold.
+const REQUESTS_PER_ROUND_MAX: usize = 1024;
+/// Spare room made in a connection's buffer before each read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Per-connection state.
+pub struct Conn {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// RESP2 or RESP3 (`HELLO`).
+    pub protocol: Protocol,
+    /// Passed `AUTH` (or no password is required).
+    pub authenticated: bool,
+    /// Peer address, for `CLIENT LIST`.
+    pub addr: String,
+}
+
+/// A reply, or where it will come from, in request order.
+enum Segment {
+    Ready(Frame, Protocol),
+    Batch(oneshot::Receiver<Vec<Reply>>, usize, Protocol),
+    Single(oneshot::Receiver<Reply>, Protocol),
+}
+
+/// What a connection command decided.
+pub enum Local {
+    /// Not a connection command: send it to the node.
+    Data,
+    /// Reply now.
+    Reply(Frame),
+    /// Reply when the node answers.
+    Wait(oneshot::Receiver<Reply>),
+    /// Reply, then close the connection (`QUIT`).
+    Close(Frame),
+}
+
+/// Serves one client until it disconnects, sends something unrecoverable, or the server stops.
+pub async fn serve(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Disabling Nagle only lowers latency; a failure here changes nothing else.
+    let _ = stream.set_nodelay(true);
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut conn = Conn {
+        id: shared.next_client_id(),
+        name: None,
+        protocol: Protocol::Resp2,
+        authenticated: shared.config.requirepass.is_none(),
+        addr,
+    };
+    shared.register(&conn);
+    let mut decoder = RequestDecoder::new(Limits {
+        bulk_bytes_max: shared.config.proto_max_bulk_len,
+        ..Limits::default()
+    });
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        buf.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => Stats::add(&shared.stats.total_net_input_bytes, n as u64),
+            },
+            _ = shutdown.changed() => break,
+        }
+        // Checked before parsing, as Redis does: a client may not make us hold more than the
+        // limit, complete requests or not.
+        if buf.len() > shared.config.client_query_buffer_limit {
+            debug!(
+                client = conn.id,
+                bytes = buf.len(),
+                "closing client over query buffer limit"
+            );
+            Stats::add(&shared.stats.protocol_errors, 1);
+            let msg = b"-ERR Protocol error: client query buffer limit exceeded\r\n";
+            // The connection is closed next whether or not the client gets the reason.
+            let _ = stream.write_all(msg).await;
+            close_gracefully(&mut stream).await;
+            break;
+        }
+        let mut close = false;
+        loop {
+            let (segments, done) = read_round(&mut conn, &shared, &mut buf, &mut decoder).await;
+            write_replies(segments, &mut out).await;
+            if !out.is_empty() {
+                Stats::add(&shared.stats.total_net_output_bytes, out.len() as u64);
+                if stream.write_all(&out).await.is_err() {
+                    close = true;
+                }
+                out.clear();
+            }
+            match done {
+                RoundEnd::Close => close = true,
+                RoundEnd::NeedMore => {}
+                RoundEnd::Full => continue,
+            }
+            break;
+        }
+        if close {
+            close_gracefully(&mut stream).await;
+            break;
+        }
+    }
+    shared.unregister(conn.id);
+}
+
+/// Most bytes read and dropped while closing a connection, and for how long.
+const LINGER_BYTES_MAX: usize = 8 << 20;
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Closes our side, then reads and drops what the client is still sending for a short, bounded
+/// while, so the kernel does not answer it with a reset that would destroy the error reply we
+/// just sent before the client reads it.
+async fn close_gracefully(stream: &mut TcpStream) {
+    // Errors here only mean the client is already gone.
+    let _ = stream.shutdown().await;
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+enum RoundEnd {
+    /// The buffer holds no complete request.
+    NeedMore,
+    /// The round stopped at its request bound; more may be waiting.
+    Full,
+    /// Close after writing the replies.
+    Close,
+}
+
+async fn read_round(
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
+    buf: &mut BytesMut,
+    decoder: &mut RequestDecoder,
+) -> (Vec<Segment>, RoundEnd) {
+    let mut segments = Vec::new();
+    let mut batch: Vec<Vec<Bytes>> = Vec::new();
+    let mut count = 0;
+    let end = loop {
+        if count >= REQUESTS_PER_ROUND_MAX {
+            break RoundEnd::Full;
+        }
+        let args = match decoder.decode(buf) {
+            Ok(Some(args)) => args,
+            Ok(None) => break RoundEnd::NeedMore,
+            Err(e) => {
+                Stats::add(&shared.stats.protocol_errors, 1);
+                flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+                segments.push(Segment::Ready(
+                    Frame::Error(format!("ERR {e}")),
+                    conn.protocol,
+                ));
+                break RoundEnd::Close;
+            }
+        };
+        if args.is_empty() {
+            continue;
+        }
+        count += 1;
+        match local_command(conn, shared, &args).await {
+            Local::Data => batch.push(args),
+            other => {
+                flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+                match other {
+                    Local::Reply(frame) => {
+                        if matches!(frame, Frame::Error(_)) {
+                            Stats::add(&shared.stats.total_error_replies, 1);
+                        }
+                        Stats::add(&shared.stats.total_commands_processed, 1);
+                        segments.push(Segment::Ready(frame, conn.protocol));
+                    }
+                    Local::Wait(rx) => segments.push(Segment::Single(rx, conn.protocol)),
+                    Local::Close(frame) => {
+                        segments.push(Segment::Ready(frame, conn.protocol));
+                        break RoundEnd::Close;
+                    }
+                    Local::Data => {}
+                }
+            }
+        }
+    };
+    flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+    (segments, end)
+}
+
+async fn flush_batch(
+    node: &NodeHandle,
+    batch: &mut Vec<Vec<Bytes>>,
+    segments: &mut Vec<Segment>,
+    protocol: Protocol,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let cmds = std::mem::take(batch);
+    let n = cmds.len();
+    match node.batch(cmds).await {
+        Some(rx) => segments.push(Segment::Batch(rx, n, protocol)),
+        None => {
+            for _ in 0..n {
+                segments.push(Segment::Ready(node_stopped(), protocol));
+            }
+        }
+    }
+}
+
+fn node_stopped() -> Frame {
+    Frame::Error("ERR server is shutting down".into())
+}
+
+async fn write_replies(segments: Vec<Segment>, out: &mut BytesMut) {
+    for seg in segments {
+        match seg {
+            Segment::Ready(frame, p) => frame.encode(p, out),
+            Segment::Batch(rx, n, p) => match rx.await {
+                Ok(replies) => {
+                    for r in replies {
+                        reply_to_frame(r).encode(p, out);
+                    }
+                }
+                Err(_) => {
+                    for _ in 0..n {
+                        node_stopped().encode(p, out);
+                    }
+                }
+            },
+            Segment::Single(rx, p) => match rx.await {
+                Ok(r) => reply_to_frame(r).encode(p, out),
+                Err(_) => node_stopped().encode(p, out),
+            },
+        }
+    }
+}
+
+/// Converts a data command's reply to a RESP frame.
+pub fn reply_to_frame(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::Simple("OK".into()),
+        Reply::Status(s) => Frame::Simple(s.into()),
+        Reply::Integer(n) => Frame::Integer(n),
+        Reply::Bulk(b) => Frame::Bulk(b),
+        Reply::Nil => Frame::Null,
+        Reply::Array(items) => Frame::Array(items.into_iter().map(reply_to_frame).collect()),
+        Reply::Error(e) => Frame::Error(e),
+    }
+}
+
+fn lower(name: &[u8]) -> Vec<u8> {
+    name.to_ascii_lowercase()
+}
+
+fn err(text: impl Into<String>) -> Frame {
+    Frame::Error(text.into())
+}
+
+fn ok() -> Frame {
+    Frame::Simple("OK".into())
+}
+
+fn bulk(s: impl Into<Bytes>) -> Frame {
+    Frame::Bulk(s.into())
+}
+
+/// Connection-level commands and their Redis arity, for `COMMAND` and arity checks.
+pub const LOCAL_COMMANDS: &[(&str, i32)] = &[
+    ("ping", -1),
+    ("echo", 2),
+    ("auth", -2),
+    ("hello", -1),
+    ("client", -2),
+    ("select", 2),
+    ("quit", -1),
+    ("command", -1),
+    ("info", -1),
+    ("save", 1),
+    ("bgsave", -1),
+    ("lastsave", 1),
+    ("config", -2),
+    ("time", 1),
+];
+
+fn wrong_arity(name: &str) -> Frame {
+    err(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Handles a connection command, or says it is a data command.
+async fn local_command(conn: &mut Conn, shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+    let name = lower(&args[0]);
+    let Some(&(cname, arity)) = LOCAL_COMMANDS.iter().find(|(n, _)| n.as_bytes() == name) else {
+        if !conn.authenticated {
+            return Local::Reply(err("NOAUTH Authentication required."));
+        }
+        return Local::Data;
+    };
+    let n = args.len() as i32;
+    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+        return Local::Reply(wrong_arity(cname));
+    }
+    if !conn.authenticated && !matches!(cname, "auth" | "hello" | "quit") {
+        return Local::Reply(err("NOAUTH Authentication required."));
+    }
+    match cname {
+        "ping" => Local::Reply(match args.len() {
+            1 => Frame::Simple("PONG".into()),
+            2 => bulk(args[1].clone()),
+            _ => wrong_arity("ping"),
+        }),
+        "echo" => Local::Reply(bulk(args[1].clone())),
+        "quit" => Local::Close(ok()),
+        "auth" => Local::Reply(auth(conn, shared, &args[1..])),
+        "hello" => Local::Reply(hello(conn, shared, &args[1..])),
+        "select" => Local::Reply(
+            match std::str::from_utf8(&args[1])
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                Some(0) => ok(),
+                Some(_) => err("ERR DB index is out of range"),
+                None => err("ERR value is not an integer or out of range"),
+            },
+        ),
+        "client" => Local::Reply(client(conn, shared, &args[1..])),
+        "command" => Local::Reply(command(&args[1..])),
+        "info" => Local::Reply(Frame::Verbatim(
+            "txt",
+            info::render(shared, &args[1..]).into(),
+        )),
+        "config" => Local::Reply(config(shared, &args[1..])),
+        "time" => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Local::Reply(Frame::Array(vec![
+                bulk(now.as_secs().to_string()),
+                bulk(now.subsec_micros().to_string()),
+            ]))
+        }
+        "lastsave" => Local::Reply(Frame::Integer(
+            Stats::get(&shared.stats.last_save_unix) as i64
+        )),
+        "save" | "bgsave" => {
+            if cname == "bgsave" && args.len() > 2 {
+                return Local::Reply(err("ERR syntax error"));
+            }
+            if cname == "bgsave" && args.len() == 2 && !args[1].eq_ignore_ascii_case(b"schedule") {
+                return Local::Reply(err("ERR syntax error"));
+            }
+            let (done, rx) = oneshot::channel();
+            let msg = NodeMsg::Save {
+                background: cname == "bgsave",
+                done,
+            };
+            if shared.node.send(msg).await {
+                Local::Wait(rx)
+            } else {
+                Local::Reply(node_stopped())
+            }
+        }
+        _ => Local::Data,
+    }
+}
+
+fn check_password(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Frame> {
+    let Some(required) = &shared.config.requirepass else {
+        if user.is_none() {
+            return Err(err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"));
+        }
+        return if user == Some(b"default".as_slice()) {
+            Ok(())
+        } else {
+            Err(err(
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            ))
+        };
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && constant_time_eq(required.as_bytes(), pass) {
+        Ok(())
+    } else {
+        Err(err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
+    let result = match args {
+        [pass] => check_password(shared, None, pass),
+        [user, pass] => check_password(shared, Some(user), pass),
+        _ => return err("ERR syntax error"),
+    };
+    match result {
+        Ok(()) => {
+            conn.authenticated = true;
+            ok()
+        }
+        Err(e) => e,
+    }
+}
+
+fn hello(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
+    let mut protocol = conn.protocol;
+    let mut rest = args;
+    if let Some(v) = rest.first() {
+        protocol = match v.as_ref() {
+            b"2" => Protocol::Resp2,
+            b"3" => Protocol::Resp3,
+            _ => {
+                return if std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .is_some()
+                {
+                    err("NOPROTO unsupported protocol version")
+                } else {
+                    err("ERR Protocol version is not an integer or out of range")
+                }
+            }
+        };
+        rest = &rest[1..];
+    }
+    let mut auth_pair = None;
+    let mut setname = None;
+    while let Some(opt) = rest.first() {
+        if opt.eq_ignore_ascii_case(b"auth") && rest.len() >= 3 {
+            auth_pair = Some((rest[1].clone(), rest[2].clone()));
+            rest = &rest[3..];
+        } else if opt.eq_ignore_ascii_case(b"setname") && rest.len() >= 2 {
+            setname = Some(rest[1].clone());
+            rest = &rest[2..];
+        } else {
+            return err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            ));
+        }
+    }
+    if let Some((user, pass)) = auth_pair {
+        if let Err(e) = check_password(shared, Some(&user), &pass) {
+            return e;
+        }
+        conn.authenticated = true;
+    }
+    if !conn.authenticated {
+        return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(name) = setname {
+        conn.name = Some(name);
+        shared.rename(conn);
+    }
+    conn.protocol = protocol;
+    let proto_num = if protocol == Protocol::Resp3 { 3 } else { 2 };
+    Frame::Map(vec![
+        (bulk("server"), bulk("replikv")),
+        (bulk("version"), bulk(env!("CARGO_PKG_VERSION"))),
+        (bulk("proto"), Frame::Integer(proto_num)),
+        (bulk("id"), Frame::Integer(conn.id as i64)),
+        (bulk("mode"), bulk("standalone")),
+        (bulk("role"), bulk("master")),
+        (bulk("modules"), Frame::Array(vec![])),
+    ])
+}
+
+fn client(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
+    let sub = lower(&args[0]);
+    match (sub.as_slice(), args.len()) {
+        (b"id", 1) => Frame::Integer(conn.id as i64),
+        (b"getname", 1) => conn.name.clone().map_or(Frame::Null, Frame::Bulk),
+        (b"setname", 2) => {
+            if args[1].iter().any(|&b| b <= b' ' || b > b'~') {
+                return err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            conn.name = if args[1].is_empty() {
+                None
+            } else {
+                Some(args[1].clone())
+            };
+            shared.rename(conn);
+            ok()
+        }
+        (b"setinfo", 3) => ok(),
+        (b"list", _) => bulk(shared.client_list()),
+        (b"info", 1) => bulk(shared.client_line(conn.id)),
+        (b"help", _) => Frame::Array(
+            [
+                "CLIENT ID",
+                "CLIENT GETNAME",
+                "CLIENT SETNAME <name>",
+                "CLIENT SETINFO <attr> <value>",
+                "CLIENT LIST",
+                "CLIENT INFO",
+            ]
+            .iter()
+            .map(|s| Frame::Simple((*s).into()))
+            .collect(),
+        ),
+        (b"id" | b"getname" | b"setname" | b"setinfo" | b"info", _) => err(format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&sub)
+        )),
+        _ => err(format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+fn command_entry(name: &str, arity: i32, write: bool, keys: (i32, i32, i32)) -> Frame {
+    let flag = if write { "write" } else { "readonly" };
+    Frame::Array(vec![
+        bulk(name.to_string()),
+        Frame::Integer(i64::from(arity)),
+        Frame::Set(vec![Frame::Simple(flag.into())]),
+        Frame::Integer(i64::from(keys.0)),
+        Frame::Integer(i64::from(keys.1)),
+        Frame::Integer(i64::from(keys.2)),
+        Frame::Set(vec![]),
+        Frame::Array(vec![]),
+        Frame::Array(vec![]),
+        Frame::Array(vec![]),
+    ])
+}
+
+fn all_commands() -> Vec<(String, Frame)> {
+    let mut out: Vec<(String, Frame)> = Store::command_specs()
+        .iter()
+        .map(|s| {
+            let entry = command_entry(
+                s.name,
+                s.arity,
+                s.write,
+                (s.first_key, s.last_key, s.key_step),
+            );
+            (s.name.to_string(), entry)
+        })
+        .collect();
+    for (name, arity) in LOCAL_COMMANDS {
+        out.push((
+            (*name).to_string(),
+            command_entry(name, *arity, false, (0, 0, 0)),
+        ));
+    }
+    out
+}
+
+fn command(args: &[Bytes]) -> Frame {
+    let Some(sub) = args.first() else {
+        return Frame::Array(all_commands().into_iter().map(|(_, f)| f).collect());
+    };
+    match lower(sub).as_slice() {
+        b"count" => Frame::Integer(all_commands().len() as i64),
+        b"info" => {
+            let all = all_commands();
+            Frame::Array(
+                args[1..]
+                    .iter()
+                    .map(|n| {
+                        let n = String::from_utf8_lossy(n).to_ascii_lowercase();
+                        all.iter()
+                            .find(|(name, _)| *name == n)
+                            .map_or(Frame::Null, |(_, f)| f.clone())
+                    })
+                    .collect(),
+            )
+        }
+        // No per-command documentation yet: an empty map tells redis-cli to use its own hints.
+        b"docs" => Frame::Map(vec![]),
+        b"list" => Frame::Array(all_commands().into_iter().map(|(n, _)| bulk(n)).collect()),
+        _ => err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(sub)
+        )),
+    }
+}
+
+fn config(shared: &Shared, args: &[Bytes]) -> Frame {
+    let sub = lower(&args[0]);
+    match sub.as_slice() {
+        b"get" if args.len() >= 2 => {
+            let params = info::config_params(&shared.config);
+            let mut pairs = Vec::new();
+            for pattern in &args[1..] {
+                for (k, v) in &params {
+                    if glob_match(&pattern.to_ascii_lowercase(), k.as_bytes())
+                        && !pairs.iter().any(|(pk, _): &(Frame, Frame)| *pk == bulk(k.clone()))
+                    {
+                        pairs.push((bulk(k.clone()), bulk(v.clone())));
+                    }
+                }
+            }
+            Frame::Map(pairs)
+        }
+        b"get" => err("ERR wrong number of arguments for 'config|get' command"),
+        b"set" => err("ERR CONFIG SET is not supported: restart the node with the new setting (flag, REPLIKV_* variable or config file)"),
+        b"resetstat" => ok(),
+        _ => err(format!(
+            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+/// Glob match with `*` and `?` (enough for `CONFIG GET`), linear in the worst case: on a
+/// mismatch it backtracks only to the last `*`.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"append*", b"appendfsync"));
+        assert!(glob_match(b"s?ve", b"save"));
+        assert!(!glob_match(b"save", b"saves"));
+    }
+}

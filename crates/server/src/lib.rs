@@ -1,0 +1,141 @@
+//! The replikv node: a Redis-protocol server over the replikv core and storage, with an admin
+//! HTTP API and the `replikv` command line.
+//!
+//! - [`config`]: settings from defaults, a TOML file, `REPLIKV_*` variables and flags.
+//! - [`node`]: the task that owns the key-value state and drives the write-ahead log.
+//! - [`conn`]: client connections (RESP2/RESP3, pipelining, connection commands).
+//! - [`admin`]: `/health`, `/status`, `/metrics`.
+//! - [`info`]: `INFO` and `CONFIG GET` text.
+//! - [`shared`], [`stats`]: what connections share, and the published counters.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod info;
+pub mod node;
+pub mod shared;
+pub mod stats;
+
+use crate::config::Config;
+use crate::node::{Fatal, Node};
+use crate::shared::Shared;
+use crate::stats::Stats;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Recovery or the log failed.
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
+}
+
+/// Runs a node until `shutdown` turns true (or the node fails), then flushes and fsyncs.
+///
+/// # Errors
+/// A port that cannot be bound, a recovery failure, or a log failure while running.
+pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
+    let stats = Arc::new(Stats::default());
+    Stats::set(
+        &stats.start_unix_ms,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let client_addr = format!("{}:{}", config.bind, config.port);
+    let listener = TcpListener::bind(&client_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: client_addr.clone(),
+            source,
+        })?;
+    let admin_listener = if config.admin_port == 0 {
+        None
+    } else {
+        let addr = format!("{}:{}", config.bind, config.admin_port);
+        Some(
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        )
+    };
+
+    let node = Node::open(&config, Arc::clone(&stats))?;
+    let wal = node.wal();
+    let (node_handle, node_task) = node.spawn(shutdown.clone());
+    let shared = Arc::new(Shared::new(config, Arc::clone(&stats), node_handle));
+
+    if let Some(admin) = admin_listener {
+        let router = admin::router(Arc::clone(&shared));
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(admin, router)
+                .with_graceful_shutdown(async move {
+                    // Either a shutdown or the sender going away stops the admin server.
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "admin HTTP server stopped");
+            }
+        });
+    }
+    info!(client = %client_addr, admin_port = shared.config.admin_port,
+        data_dir = %shared.config.data_dir.display(), fsync = ?shared.config.fsync, "replikv ready");
+
+    let mut stop = shutdown.clone();
+    let mut node_task = node_task;
+    let node_result = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                Stats::add(&stats.total_connections_received, 1);
+                let open = stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+                if open >= shared.config.maxclients as u64 {
+                    stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+                    Stats::add(&stats.rejected_connections, 1);
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut stream = stream;
+                        // The client is refused either way; the message is a courtesy.
+                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    });
+                    continue;
+                }
+                tokio::spawn(conn::serve(stream, Arc::clone(&shared), shutdown.clone()));
+            }
+            _ = stop.wait_for(|s| *s) => {
+                break (&mut node_task).await;
+            }
+            result = &mut node_task => break result,
+        }
+    };
+    let node_result = match node_result {
+        Ok(r) => r,
+        Err(join) => Err(Fatal::Wal(format!("node task ended abnormally: {join}"))),
+    };
+    let closed = Node::close_wal(wal);
+    match (&node_result, &closed) {
+        (Ok(()), Ok(())) => info!("stopped cleanly; log flushed and fsynced"),
+        (Err(e), _) | (Ok(()), Err(e)) => error!(error = %e, "stopped on a failure"),
+    }
+    node_result?;
+    closed?;
+    Ok(())
+}

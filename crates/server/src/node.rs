@@ -1,0 +1,595 @@
+//! The node task: the single owner of the key-value state and the log position.
+//!
+//! Connections send batches of data commands here over a bounded channel. For each command the
+//! node plans it against the [`Store`], appends the resulting log commands with their
+//! `(epoch, lsn)` to the group-commit writer, applies them, and holds the batch's replies until
+//! the log is durable up to the last LSN the batch could have observed (written to the OS under
+//! `fsync = interval`, fsynced under `fsync = always`). So no client is ever told of, or shown,
+//! a write that a crash could still lose under the chosen durability.
+
+use crate::config::{Config, FsyncMode};
+use crate::stats::Stats;
+use bytes::Bytes;
+use replikv_core::{Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
+use replikv_storage::{
+    FsyncPolicy, GroupCommit, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter, Wal,
+    WalOptions, WalProgress,
+};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+/// Most messages the node takes from its channel before handing the log records they produced
+/// to the writer; bounds the latency one busy round adds.
+const DRAIN_MESSAGES_MAX: usize = 512;
+/// Capacity of the node's request channel.
+pub const CHANNEL_CAPACITY: usize = 4096;
+/// Entries per snapshot chunk.
+const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
+/// Most keys deleted by one active-expiry tick.
+const EXPIRE_KEYS_PER_TICK_MAX: usize = 256;
+/// Period of the active-expiry tick.
+const EXPIRE_TICK: Duration = Duration::from_millis(100);
+
+/// A request to the node.
+#[derive(Debug)]
+pub enum NodeMsg {
+    /// Data commands from one connection, executed in order; the replies come back together.
+    Batch {
+        /// Each command's arguments, name first.
+        cmds: Vec<Vec<Bytes>>,
+        /// Where the replies go once releasable.
+        done: oneshot::Sender<Vec<Reply>>,
+    },
+    /// `SAVE` (foreground) or `BGSAVE`.
+    Save {
+        /// Run in the background and reply at once.
+        background: bool,
+        /// The reply (status text or error).
+        done: oneshot::Sender<Reply>,
+    },
+    /// A background snapshot finished.
+    SnapshotDone(Result<LogPosition, String>),
+}
+
+/// Handle used by connections to reach the node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<NodeMsg>,
+}
+
+/// The node stopped because something it cannot work around failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// Loading the snapshot or log failed.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    /// The log failed while running.
+    #[error("write-ahead log failed: {0}")]
+    Wal(String),
+}
+
+impl NodeHandle {
+    /// Sends a message; `false` if the node has stopped.
+    pub async fn send(&self, msg: NodeMsg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Runs data commands and waits for their replies.
+    pub async fn batch(&self, cmds: Vec<Vec<Bytes>>) -> Option<oneshot::Receiver<Vec<Reply>>> {
+        let (done, rx) = oneshot::channel();
+        if self.send(NodeMsg::Batch { cmds, done }).await {
+            Some(rx)
+        } else {
+            None
+        }
+    }
+}
+
+/// Log state the group-commit thread reports.
+#[derive(Clone, Debug)]
+struct WalState {
+    progress: WalProgress,
+    failed: Option<String>,
+}
+
+/// Replies held until the log is durable up to `lsn`.
+struct Held {
+    lsn: Lsn,
+    done: oneshot::Sender<Vec<Reply>>,
+    replies: Vec<Reply>,
+}
+
+/// The node's state, owned by its task.
+pub struct Node {
+    store: Store,
+    epoch: Epoch,
+    /// Last LSN appended to the log and applied to the store.
+    applied: Lsn,
+    /// Last LSN the durability mode lets us acknowledge.
+    acked: Lsn,
+    fsync: FsyncMode,
+    unsubmitted: Vec<LogRecord>,
+    held: VecDeque<Held>,
+    wal: Arc<GroupCommit>,
+    wal_state: watch::Receiver<WalState>,
+    stats: Arc<Stats>,
+    snapshot_dir: PathBuf,
+    snapshot_every_entries: u64,
+    entries_since_snapshot: u64,
+    snapshot_running: bool,
+    /// Foreground `SAVE`s waiting for a running background snapshot to finish first.
+    save_waiters: Vec<oneshot::Sender<Reply>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Loads the newest snapshot, replays the log after it, and starts the log writer.
+    ///
+    /// # Errors
+    /// [`Fatal::Recovery`] when the snapshot or log is unreadable or corrupt (the message names
+    /// the file and offset).
+    pub fn open(config: &Config, stats: Arc<Stats>) -> Result<Node, Fatal> {
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let wal_dir = config.data_dir.join("wal");
+        for dir in [&snapshot_dir, &wal_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Fatal::Recovery(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let (mut store, snapshot_pos) = load_snapshot(&snapshot_dir)?;
+        let opts = WalOptions {
+            dir: wal_dir,
+            segment_bytes_max: config.segment_bytes_max,
+            retention_bytes: config.wal_retention_bytes,
+        };
+        let (wal, recovery) =
+            Wal::open(opts, snapshot_pos.lsn).map_err(|e| Fatal::Recovery(e.to_string()))?;
+        if let Some(torn) = &recovery.torn_tail {
+            warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes_dropped,
+                "truncated a torn record at the end of the log");
+            Stats::add(&stats.torn_tails_truncated, 1);
+        }
+        let replayed = recovery.records.len() as u64;
+        for record in &recovery.records {
+            let cmd = Command::decode(&record.payload).map_err(|e| {
+                Fatal::Recovery(format!("log record at {} does not decode: {e}", record.pos))
+            })?;
+            store.apply(&cmd);
+        }
+        let last = recovery.last.max(snapshot_pos);
+        let epoch = Epoch(last.epoch.0.max(1));
+        info!(snapshot = %snapshot_pos, replayed, last = %last, keys = store.stats().keys,
+            "recovered");
+        Stats::set(&stats.recovered_records, replayed);
+        Stats::set(&stats.epoch, epoch.0);
+        Stats::set(&stats.last_snapshot_lsn, snapshot_pos.lsn.0);
+        stats
+            .last_save_ok
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+
+        let initial = WalState {
+            progress: WalProgress {
+                written: last.lsn,
+                synced: last.lsn,
+            },
+            failed: None,
+        };
+        let (state_tx, wal_state) = watch::channel(initial);
+        let policy = match config.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => FsyncPolicy::IntervalMs(config.fsync_interval_ms),
+        };
+        let wal = GroupCommit::start(
+            wal,
+            policy,
+            Box::new(move |report| {
+                state_tx.send_modify(|s| match report {
+                    Ok(p) => s.progress = p,
+                    Err(e) => s.failed = Some(e),
+                });
+            }),
+        );
+        Ok(Node {
+            store,
+            epoch,
+            applied: last.lsn,
+            acked: last.lsn,
+            fsync: config.fsync,
+            unsubmitted: Vec::new(),
+            held: VecDeque::new(),
+            wal: Arc::new(wal),
+            wal_state,
+            stats,
+            snapshot_dir,
+            snapshot_every_entries: config.snapshot_every_entries,
+            entries_since_snapshot: replayed,
+            snapshot_running: false,
+            save_waiters: Vec::new(),
+        })
+    }
+
+    /// Starts the node task; returns its handle and the task's completion.
+    pub fn spawn(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> (NodeHandle, tokio::task::JoinHandle<Result<(), Fatal>>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let handle = NodeHandle { tx: tx.clone() };
+        let task = tokio::spawn(self.run(rx, tx, shutdown));
+        (handle, task)
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<NodeMsg>,
+        self_tx: mpsc::Sender<NodeMsg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Fatal> {
+        let mut expire_tick = tokio::time::interval(EXPIRE_TICK);
+        expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                biased;
+                changed = self.wal_state.changed() => {
+                    if changed.is_err() {
+                        break Err(Fatal::Wal("log writer stopped".into()));
+                    }
+                    if let Err(fatal) = self.on_wal_progress() {
+                        break Err(fatal);
+                    }
+                }
+                _ = shutdown.changed() => break Ok(()),
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break Ok(()) };
+                    self.on_msg(msg, &self_tx);
+                    for _ in 1..DRAIN_MESSAGES_MAX {
+                        match rx.try_recv() {
+                            Ok(msg) => self.on_msg(msg, &self_tx),
+                            Err(_) => break,
+                        }
+                    }
+                    self.submit();
+                }
+                _ = expire_tick.tick() => {
+                    self.on_tick_expire();
+                    self.submit();
+                }
+            }
+        };
+        self.stop(result)
+    }
+
+    /// Final steps: on a clean stop, sync the log so every reply still held can be released;
+    /// on a fatal one, fail every held reply (their writes may not be durable).
+    fn stop(mut self, result: Result<(), Fatal>) -> Result<(), Fatal> {
+        self.submit();
+        let result = result.and_then(|()| {
+            let synced = self.wal.sync_now().map_err(|e| Fatal::Wal(e.to_string()))?;
+            self.acked = self.acked.max(synced);
+            Ok(())
+        });
+        match &result {
+            Ok(()) => self.release(),
+            Err(fatal) => {
+                error!(%fatal, "node stopping; writes not yet durable are failed");
+                if let Ok(mut f) = self.stats.fatal.lock() {
+                    *f = Some(fatal.to_string());
+                }
+                for held in self.held.drain(..) {
+                    let n = held.replies.len();
+                    // A client that went away does not need its error.
+                    let _ = held
+                        .done
+                        .send(vec![Reply::error(format!("ERR {fatal}")); n]);
+                }
+            }
+        }
+        result
+    }
+
+    /// Shuts down the log writer, after the node task has stopped.
+    ///
+    /// # Errors
+    /// The final sync failed.
+    pub fn close_wal(wal: Arc<GroupCommit>) -> Result<(), Fatal> {
+        match Arc::try_unwrap(wal) {
+            Ok(wal) => wal.shutdown().map_err(|e| Fatal::Wal(e.to_string())),
+            Err(shared) => shared
+                .sync_now()
+                .map(|_| ())
+                .map_err(|e| Fatal::Wal(e.to_string())),
+        }
+    }
+
+    fn on_msg(&mut self, msg: NodeMsg, self_tx: &mpsc::Sender<NodeMsg>) {
+        match msg {
+            NodeMsg::Batch { cmds, done } => self.on_batch(&cmds, done),
+            NodeMsg::Save { background, done } => self.on_save(background, done, self_tx),
+            NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
+        }
+    }
+
+    fn on_batch(&mut self, cmds: &[Vec<Bytes>], done: oneshot::Sender<Vec<Reply>>) {
+        let now = now_ms();
+        let mut replies = Vec::with_capacity(cmds.len());
+        for args in cmds {
+            let reply = match self.store.execute(args, now) {
+                Execution::Read(reply) => reply,
+                Execution::Write { commands, reply } => {
+                    for cmd in &commands {
+                        self.append(cmd);
+                    }
+                    reply
+                }
+            };
+            if matches!(reply, Reply::Error(_)) {
+                Stats::add(&self.stats.total_error_replies, 1);
+            }
+            replies.push(reply);
+        }
+        Stats::add(&self.stats.total_commands_processed, cmds.len() as u64);
+        // Every reply in the batch may reflect state up to `applied`: hold it until that is
+        // durable, so no client sees a write a crash could lose.
+        if self.applied <= self.acked {
+            // The connection may have gone away; nothing to do then.
+            let _ = done.send(replies);
+        } else {
+            self.held.push_back(Held {
+                lsn: self.applied,
+                done,
+                replies,
+            });
+        }
+    }
+
+    fn append(&mut self, cmd: &Command) {
+        let lsn = self.applied.next();
+        self.unsubmitted.push(LogRecord {
+            pos: LogPosition {
+                epoch: self.epoch,
+                lsn,
+            },
+            payload: Bytes::from(cmd.encode()),
+        });
+        self.store.apply(cmd);
+        self.applied = lsn;
+        self.entries_since_snapshot += 1;
+    }
+
+    fn submit(&mut self) {
+        if !self.unsubmitted.is_empty() {
+            self.wal.submit(std::mem::take(&mut self.unsubmitted));
+        }
+        self.publish();
+        if self.snapshot_every_entries > 0
+            && self.entries_since_snapshot >= self.snapshot_every_entries
+            && !self.snapshot_running
+        {
+            self.start_background_snapshot(None);
+        }
+    }
+
+    fn on_wal_progress(&mut self) -> Result<(), Fatal> {
+        let state = self.wal_state.borrow_and_update().clone();
+        if let Some(e) = state.failed {
+            return Err(Fatal::Wal(e));
+        }
+        self.acked = match self.fsync {
+            FsyncMode::Always => state.progress.synced,
+            FsyncMode::Interval => state.progress.written,
+        };
+        Stats::set(&self.stats.written_lsn, state.progress.written.0);
+        Stats::set(&self.stats.durable_lsn, state.progress.synced.0);
+        Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
+        Stats::set(&self.stats.wal_records, self.wal.records_written());
+        self.release();
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        while self.held.front().is_some_and(|h| h.lsn <= self.acked) {
+            if let Some(held) = self.held.pop_front() {
+                // The connection may have gone away; its write is durable all the same.
+                let _ = held.done.send(held.replies);
+            }
+        }
+    }
+
+    /// Deletes keys whose TTL has passed, through the log like any write, so replicas and a
+    /// restart see the same deletions.
+    fn on_tick_expire(&mut self) {
+        let keys = self.store.expired_keys(now_ms(), EXPIRE_KEYS_PER_TICK_MAX);
+        if keys.is_empty() {
+            return;
+        }
+        Stats::add(&self.stats.expired_keys, keys.len() as u64);
+        self.append(&Command::Del { keys });
+    }
+
+    fn publish(&self) {
+        let ks = self.store.stats();
+        Stats::set(&self.stats.keys, ks.keys);
+        Stats::set(&self.stats.expires, ks.expires);
+        Stats::set(&self.stats.dataset_bytes, ks.bytes);
+        Stats::set(&self.stats.applied_lsn, self.applied.0);
+        Stats::set(&self.stats.epoch, self.epoch.0);
+        Stats::set(
+            &self.stats.changes_since_last_save,
+            self.entries_since_snapshot,
+        );
+    }
+
+    fn on_save(
+        &mut self,
+        background: bool,
+        done: oneshot::Sender<Reply>,
+        tx: &mpsc::Sender<NodeMsg>,
+    ) {
+        if background {
+            if self.snapshot_running {
+                let _ = done.send(Reply::error("ERR Background save already in progress"));
+                return;
+            }
+            self.start_background_snapshot(Some(tx.clone()));
+            let _ = done.send(Reply::Status("Background saving started"));
+            return;
+        }
+        if self.snapshot_running {
+            // A foreground SAVE while a background one runs waits for it, then saves.
+            self.save_waiters.push(done);
+            return;
+        }
+        self.submit();
+        let reply = match self.snapshot_now() {
+            Ok(pos) => {
+                self.on_snapshot_done(Ok(pos));
+                Reply::Ok
+            }
+            Err(e) => {
+                self.on_snapshot_done(Err(e.clone()));
+                Reply::error(format!("ERR {e}"))
+            }
+        };
+        let _ = done.send(reply);
+    }
+
+    /// Foreground snapshot: blocks the node, as Redis's `SAVE` does.
+    fn snapshot_now(&mut self) -> Result<LogPosition, String> {
+        let pos = LogPosition {
+            epoch: self.epoch,
+            lsn: self.applied,
+        };
+        let store = self.store.clone();
+        let wal = Arc::clone(&self.wal);
+        let dir = self.snapshot_dir.clone();
+        write_snapshot(&wal, &dir, &store, pos)
+    }
+
+    fn start_background_snapshot(&mut self, reply_to: Option<mpsc::Sender<NodeMsg>>) {
+        // Records must reach the writer before the clone so that syncing the writer in the
+        // snapshot task covers every entry the snapshot reflects.
+        if !self.unsubmitted.is_empty() {
+            self.wal.submit(std::mem::take(&mut self.unsubmitted));
+        }
+        let pos = LogPosition {
+            epoch: self.epoch,
+            lsn: self.applied,
+        };
+        let store = self.store.clone();
+        let wal = Arc::clone(&self.wal);
+        let dir = self.snapshot_dir.clone();
+        self.snapshot_running = true;
+        self.stats
+            .bgsave_in_progress
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.entries_since_snapshot = 0;
+        let tx = reply_to;
+        let stats = Arc::clone(&self.stats);
+        tokio::task::spawn_blocking(move || {
+            let result = write_snapshot(&wal, &dir, &store, pos);
+            match tx {
+                Some(tx) => {
+                    // If the node has stopped, nobody needs the outcome.
+                    let _ = tx.blocking_send(NodeMsg::SnapshotDone(result));
+                }
+                None => finish_snapshot_stats(&stats, &result),
+            }
+        });
+    }
+
+    fn on_snapshot_done(&mut self, result: Result<LogPosition, String>) {
+        finish_snapshot_stats(&self.stats, &result);
+        if result.is_err() {
+            // Keep counting from before so the next automatic snapshot retries soon.
+            self.entries_since_snapshot = self.entries_since_snapshot.max(1);
+        }
+        self.snapshot_running = false;
+        let waiters = std::mem::take(&mut self.save_waiters);
+        if !waiters.is_empty() {
+            let result = self.snapshot_now();
+            finish_snapshot_stats(&self.stats, &result);
+            let reply = match result {
+                Ok(_) => Reply::Ok,
+                Err(e) => Reply::error(format!("ERR {e}")),
+            };
+            for w in waiters {
+                let _ = w.send(reply.clone());
+            }
+        }
+    }
+
+    /// The log writer, shared with snapshot tasks; kept for shutdown.
+    pub fn wal(&self) -> Arc<GroupCommit> {
+        Arc::clone(&self.wal)
+    }
+}
+
+fn finish_snapshot_stats(stats: &Stats, result: &Result<LogPosition, String>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.bgsave_in_progress.store(false, Relaxed);
+    match result {
+        Ok(pos) => {
+            stats.last_save_ok.store(true, Relaxed);
+            Stats::set(&stats.last_save_unix, now_ms() / 1000);
+            Stats::set(&stats.last_snapshot_lsn, pos.lsn.0);
+            Stats::add(&stats.snapshots_total, 1);
+            info!(at = %pos, "snapshot written");
+        }
+        Err(e) => {
+            stats.last_save_ok.store(false, Relaxed);
+            warn!(error = %e, "snapshot failed");
+        }
+    }
+}
+
+/// Writes a snapshot of `store` (consistent at `pos`) and then drops the log it covers.
+/// The log is synced first, so it never ends before a snapshot that exists on disk.
+fn write_snapshot(
+    wal: &GroupCommit,
+    dir: &Path,
+    store: &Store,
+    pos: LogPosition,
+) -> Result<LogPosition, String> {
+    wal.sync_now().map_err(|e| e.to_string())?;
+    let meta = SnapshotMeta {
+        pos,
+        created_unix_ms: now_ms(),
+    };
+    let mut writer = SnapshotWriter::create(dir, meta).map_err(|e| e.to_string())?;
+    for chunk in store.snapshot_chunks(SNAPSHOT_CHUNK_ENTRIES) {
+        writer.write_chunk(&chunk).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let removed = wal.compact(pos.lsn).map_err(|e| e.to_string())?;
+    if removed > 0 {
+        info!(removed, "removed log segments covered by the snapshot");
+    }
+    Ok(pos)
+}
+
+fn load_snapshot(dir: &Path) -> Result<(Store, LogPosition), Fatal> {
+    let Some(mut reader) =
+        SnapshotReader::open_latest(dir).map_err(|e| Fatal::Recovery(e.to_string()))?
+    else {
+        return Ok((Store::new(), LogPosition::default()));
+    };
+    let meta = reader.meta();
+    let mut store = Store::new();
+    while let Some(chunk) = reader
+        .next_chunk()
+        .map_err(|e| Fatal::Recovery(e.to_string()))?
+    {
+        store.load_snapshot_chunk(&chunk).map_err(|e| {
+            Fatal::Recovery(format!("snapshot at {} has a bad chunk: {e}", meta.pos))
+        })?;
+    }
+    Ok((store, meta.pos))
+}
