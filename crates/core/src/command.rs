@@ -79,6 +79,13 @@ impl Command {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Appends the command's encoding (the same bytes as [`Command::encode`]) to `out`.
+    pub fn encode_into(&self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        // Serialising an in-memory enum of byte strings into memory cannot fail.
+        let _ = postcard::to_io(self, out.writer());
+    }
+
     /// Decodes a payload written by [`Command::encode`].
     ///
     /// # Errors

@@ -7,7 +7,10 @@ use crate::shared::Shared;
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use replikv_core::{Reply, Store};
-use replikv_proto::{Frame, Limits, Protocol, RequestDecoder};
+use replikv_proto::{
+    encode_array_header, encode_bulk, encode_error, encode_integer, encode_null, encode_ok,
+    encode_simple, Frame, Limits, Protocol, RequestDecoder,
+};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -248,8 +251,8 @@ async fn write_replies(segments: Vec<Segment>, out: &mut BytesMut) {
             Segment::Ready(frame, p) => frame.encode(p, out),
             Segment::Batch(rx, n, p) => match rx.await {
                 Ok(replies) => {
-                    for r in replies {
-                        reply_to_frame(r).encode(p, out);
+                    for r in &replies {
+                        encode_reply(r, p, out);
                     }
                 }
                 Err(_) => {
@@ -259,23 +262,28 @@ async fn write_replies(segments: Vec<Segment>, out: &mut BytesMut) {
                 }
             },
             Segment::Single(rx, p) => match rx.await {
-                Ok(r) => reply_to_frame(r).encode(p, out),
+                Ok(r) => encode_reply(&r, p, out),
                 Err(_) => node_stopped().encode(p, out),
             },
         }
     }
 }
 
-/// Converts a data command's reply to a RESP frame.
-pub fn reply_to_frame(reply: Reply) -> Frame {
+/// Encodes a data command's reply straight into the output buffer.
+pub fn encode_reply(reply: &Reply, proto: Protocol, out: &mut BytesMut) {
     match reply {
-        Reply::Ok => Frame::Simple("OK".into()),
-        Reply::Status(s) => Frame::Simple(s.into()),
-        Reply::Integer(n) => Frame::Integer(n),
-        Reply::Bulk(b) => Frame::Bulk(b),
-        Reply::Nil => Frame::Null,
-        Reply::Array(items) => Frame::Array(items.into_iter().map(reply_to_frame).collect()),
-        Reply::Error(e) => Frame::Error(e),
+        Reply::Ok => encode_ok(out),
+        Reply::Status(s) => encode_simple(out, s),
+        Reply::Integer(n) => encode_integer(out, *n),
+        Reply::Bulk(b) => encode_bulk(out, b),
+        Reply::Nil => encode_null(proto, out),
+        Reply::Array(items) => {
+            encode_array_header(out, items.len());
+            for item in items {
+                encode_reply(item, proto, out);
+            }
+        }
+        Reply::Error(e) => encode_error(out, e),
     }
 }
 
@@ -321,8 +329,11 @@ fn wrong_arity(name: &str) -> Frame {
 
 /// Handles a connection command, or says it is a data command.
 async fn local_command(conn: &mut Conn, shared: &Arc<Shared>, args: &[Bytes]) -> Local {
-    let name = lower(&args[0]);
-    let Some(&(cname, arity)) = LOCAL_COMMANDS.iter().find(|(n, _)| n.as_bytes() == name) else {
+    let name = &args[0];
+    let Some(&(cname, arity)) = LOCAL_COMMANDS
+        .iter()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    else {
         if !conn.authenticated {
             return Local::Reply(err("NOAUTH Authentication required."));
         }

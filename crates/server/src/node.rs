@@ -9,7 +9,7 @@
 
 use crate::config::{Config, FsyncMode};
 use crate::stats::Stats;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use replikv_core::{Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
 use replikv_storage::{
     FsyncPolicy, GroupCommit, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter, Wal,
@@ -25,6 +25,10 @@ use tracing::{error, info, warn};
 /// Most messages the node takes from its channel before handing the log records they produced
 /// to the writer; bounds the latency one busy round adds.
 const DRAIN_MESSAGES_MAX: usize = 512;
+/// Size of each buffer log payloads are encoded into, and the spare room below which a new one
+/// is started.
+const PAYLOAD_ARENA_BYTES: usize = 64 * 1024;
+const PAYLOAD_ARENA_MIN_SPARE: usize = 1024;
 /// Capacity of the node's request channel.
 pub const CHANNEL_CAPACITY: usize = 4096;
 /// Entries per snapshot chunk.
@@ -113,6 +117,7 @@ pub struct Node {
     acked: Lsn,
     fsync: FsyncMode,
     unsubmitted: Vec<LogRecord>,
+    payload_arena: BytesMut,
     held: VecDeque<Held>,
     wal: Arc<GroupCommit>,
     wal_state: watch::Receiver<WalState>,
@@ -204,6 +209,7 @@ impl Node {
             acked: last.lsn,
             fsync: config.fsync,
             unsubmitted: Vec::new(),
+            payload_arena: BytesMut::new(),
             held: VecDeque::new(),
             wal: Arc::new(wal),
             wal_state,
@@ -352,12 +358,17 @@ impl Node {
 
     fn append(&mut self, cmd: &Command) {
         let lsn = self.applied.next();
+        // Payloads are carved out of one growing buffer: one allocation per many records.
+        if self.payload_arena.capacity() - self.payload_arena.len() < PAYLOAD_ARENA_MIN_SPARE {
+            self.payload_arena.reserve(PAYLOAD_ARENA_BYTES);
+        }
+        cmd.encode_into(&mut self.payload_arena);
         self.unsubmitted.push(LogRecord {
             pos: LogPosition {
                 epoch: self.epoch,
                 lsn,
             },
-            payload: Bytes::from(cmd.encode()),
+            payload: self.payload_arena.split().freeze(),
         });
         self.store.apply(cmd);
         self.applied = lsn;
