@@ -159,7 +159,7 @@ for target in "${TARGETS[@]}"; do
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1 || rc=$?
 
-    runs=$(grep -oE '^stat::number_executed_units: *[0-9]+' "$log" | tail -n1 | grep -oE '[0-9]+$' || true)
+    runs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | tail -n1 | grep -oE '[0-9]+$' || true)
     if [[ -z "$runs" ]]; then
         runs=$(grep -oE '^Done [0-9]+ runs' "$log" | tail -n1 | grep -oE '[0-9]+' || true)
     fi
