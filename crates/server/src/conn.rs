@@ -4,6 +4,7 @@
 use crate::info;
 use crate::node::{NodeHandle, NodeMsg};
 use crate::shared::Shared;
+use crate::socket::Socket;
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use replikv_core::{Reply, Store};
@@ -12,7 +13,6 @@ use replikv_proto::{
     encode_simple, Frame, Limits, Protocol, RequestDecoder,
 };
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
@@ -20,8 +20,6 @@ use tracing::debug;
 /// Most requests taken from one connection's buffer before its replies are written; bounds the
 /// replies a pipelining client can make the server hold.
 const REQUESTS_PER_ROUND_MAX: usize = 1024;
-/// Spare room made in a connection's buffer before each read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Per-connection state.
 pub struct Conn {
@@ -57,13 +55,20 @@ pub enum Local {
 }
 
 /// Serves one client until it disconnects, sends something unrecoverable, or the server stops.
-pub async fn serve(
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // Disabling Nagle only lowers latency; a failure here changes nothing else.
     let _ = stream.set_nodelay(true);
+    let mut stream = match Socket::new(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "cannot take over a client socket");
+            shared
+                .stats
+                .connected_clients
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+    };
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -83,9 +88,8 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
-        buf.reserve(READ_CHUNK_BYTES);
         tokio::select! {
-            read = stream.read_buf(&mut buf) => match read {
+            read = stream.read_into(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => Stats::add(&shared.stats.total_net_input_bytes, n as u64),
             },
@@ -139,17 +143,18 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Closes our side, then reads and drops what the client is still sending for a short, bounded
 /// while, so the kernel does not answer it with a reset that would destroy the error reply we
 /// just sent before the client reads it.
-async fn close_gracefully(stream: &mut TcpStream) {
-    // Errors here only mean the client is already gone.
-    let _ = stream.shutdown().await;
-    let mut sink = vec![0u8; 64 * 1024];
+async fn close_gracefully(stream: &mut Socket) {
+    stream.shutdown_write();
+    let mut sink = BytesMut::new();
     let mut drained = 0;
+    // Running out of time just ends the lingering.
     let _ = tokio::time::timeout(LINGER, async {
         while drained < LINGER_BYTES_MAX {
-            match stream.read(&mut sink).await {
+            match stream.read_into(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }
+            sink.clear();
         }
     })
     .await;

@@ -7,6 +7,7 @@
 //! - [`admin`]: `/health`, `/status`, `/metrics`.
 //! - [`info`]: `INFO` and `CONFIG GET` text.
 //! - [`shared`], [`stats`]: what connections share, and the published counters.
+//! - [`socket`]: client sockets driven with one read and one write per request.
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod conn;
 pub mod info;
 pub mod node;
 pub mod shared;
+pub mod socket;
 pub mod stats;
 
 use crate::config::Config;
