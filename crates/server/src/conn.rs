@@ -339,8 +339,16 @@ async fn local_command(conn: &mut Conn, shared: &Arc<Shared>, args: &[Bytes]) ->
         .iter()
         .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
     else {
+        // As in Redis, an unknown command or a wrong argument count is reported before a
+        // missing AUTH; the node answers those.
         if !conn.authenticated {
-            return Local::Reply(err("NOAUTH Authentication required."));
+            let known_with_arity = Store::command_spec(name).is_some_and(|spec| {
+                let n = args.len() as i32;
+                (spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity)
+            });
+            if known_with_arity {
+                return Local::Reply(err("NOAUTH Authentication required."));
+            }
         }
         return Local::Data;
     };

@@ -123,15 +123,16 @@ fn connection_commands_resp3_and_auth() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--requirepass", "s3cret"]);
 
-    // Phase: without AUTH every data command is refused with NOAUTH.
+    // Phase: without AUTH every data command is refused with NOAUTH (after the unknown-command
+    // and arity checks, as Redis orders them).
     let (out, _) = server.raw(
-        b"GET a\r\nAUTH wrong\r\nAUTH s3cret\r\nGET a\r\nQUIT\r\n",
+        b"GET a\r\nGET\r\nFOO\r\nAUTH wrong\r\nAUTH s3cret\r\nGET a\r\nQUIT\r\n",
         Duration::from_secs(5),
     );
     let text = String::from_utf8_lossy(&out);
     assert_eq!(
         text,
-        "-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n$-1\r\n+OK\r\n"
+        "-NOAUTH Authentication required.\r\n-ERR wrong number of arguments for 'get' command\r\n-ERR unknown command 'FOO', with args beginning with: \r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n$-1\r\n+OK\r\n"
     );
 
     // Phase: the client library authenticates through the URL.
