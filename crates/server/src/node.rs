@@ -154,12 +154,13 @@ impl Node {
             dir: wal_dir,
             segment_bytes_max: config.segment_bytes_max,
             retention_bytes: config.wal_retention_bytes,
+            preallocate: true,
         };
         let (wal, recovery) =
             Wal::open(opts, snapshot_pos.lsn).map_err(|e| Fatal::Recovery(e.to_string()))?;
         if let Some(torn) = &recovery.torn_tail {
             warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes_dropped,
-                "truncated a torn record at the end of the log");
+                "repaired a torn record at the end of the log (zeroed)");
             Stats::add(&stats.torn_tails_truncated, 1);
         }
         let replayed = recovery.records.len() as u64;

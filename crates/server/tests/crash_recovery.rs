@@ -123,8 +123,18 @@ fn wal_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     segs
 }
 
+/// Offset just past the last record of a segment file: where the zero fill of a preallocated
+/// segment begins (the file itself is `segment_bytes_max` long).
+fn logical_end(bytes: &[u8]) -> usize {
+    let mut at = replikv_storage::SEGMENT_HEADER_BYTES;
+    while let Ok(Some((_, used))) = replikv_storage::decode_record(&bytes[at..]) {
+        at += used;
+    }
+    at
+}
+
 #[test]
-fn torn_tail_is_truncated_and_corruption_elsewhere_stops_the_node() {
+fn torn_tail_is_zeroed_and_corruption_elsewhere_stops_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]);
     let mut c = server.client();
@@ -134,12 +144,18 @@ fn torn_tail_is_truncated_and_corruption_elsewhere_stops_the_node() {
     drop(c);
     assert!(server.terminate());
 
-    // Phase: half a record at the end of the log is a torn write: truncated, node starts.
+    // Phase: half a record after the last one (written into the zero fill of the preallocated
+    // segment) is a torn write: zeroed, node starts.
     let seg = wal_segments(dir.path()).pop().unwrap();
-    let clean_len = std::fs::metadata(&seg).unwrap().len();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let tail: Vec<u8> = bytes[bytes.len() - 60..].to_vec();
-    bytes.extend_from_slice(&tail);
+    let clean = std::fs::read(&seg).unwrap();
+    let end = logical_end(&clean);
+    assert!(
+        clean[end..].iter().all(|&b| b == 0),
+        "only zeros follow the last record"
+    );
+    let tail: Vec<u8> = clean[end - 60..end].to_vec();
+    let mut bytes = clean.clone();
+    bytes.splice(end..(end + 60).min(bytes.len()), tail);
     std::fs::write(&seg, &bytes).unwrap();
     server.restart();
     let mut c = server.client();
@@ -151,12 +167,18 @@ fn torn_tail_is_truncated_and_corruption_elsewhere_stops_the_node() {
     );
     drop(c);
     assert!(server.terminate());
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), clean_len);
+    let repaired = std::fs::read(&seg).unwrap();
+    assert_eq!(repaired.len(), clean.len(), "the file keeps its length");
+    assert_eq!(logical_end(&repaired), end);
+    assert!(
+        repaired[end..].iter().all(|&b| b == 0),
+        "the torn bytes were zeroed"
+    );
 
     // Phase: a flipped byte in an early record is corruption: the node refuses to start and
     // says where.
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() / 3;
+    let mut bytes = repaired;
+    let at = end / 3;
     bytes[at] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();
     let (ok, log) = server.start_expecting_exit();

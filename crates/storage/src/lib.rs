@@ -1,8 +1,9 @@
 //! replikv's storage: the write-ahead log, group commit, snapshots and retention.
 //!
 //! - [`Wal`] ([`wal`]): the log in segment files named by their first LSN, every record
-//!   checksummed with CRC32C; [`Wal::open`] replays it, truncating a torn tail
-//!   ([`recovery`] states the rule) and refusing corruption anywhere else.
+//!   checksummed with CRC32C, each created at full size and zero-filled ahead of time
+//!   ([`WalOptions::preallocate`]); [`Wal::open`] replays it, zeroing a torn tail ([`recovery`]
+//!   states the rule) and refusing corruption anywhere else.
 //! - [`GroupCommit`] ([`group_commit`]): a writer thread owning the [`Wal`] that shares one
 //!   fsync among every batch queued meanwhile, per [`FsyncPolicy`].
 //! - [`decode_record`] / [`encode_record`] ([`record`]): the record codec, also fuzzed.
@@ -19,11 +20,7 @@
 //! use replikv_storage::{LogRecord, Wal, WalOptions};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let opts = WalOptions {
-//!     dir: dir.path().to_path_buf(),
-//!     segment_bytes_max: 1 << 20,
-//!     retention_bytes: 0,
-//! };
+//! let opts = WalOptions::new(dir.path(), 1 << 20, 0);
 //! let (mut wal, recovery) = Wal::open(opts.clone(), Lsn::ZERO)?;
 //! assert!(recovery.records.is_empty());
 //! let record = LogRecord {
@@ -50,6 +47,7 @@ pub mod segment;
 pub mod snapshot_meta;
 pub mod snapshot_reader;
 pub mod snapshot_writer;
+mod spare;
 pub mod stats;
 pub mod wal;
 #[cfg(test)]
@@ -66,5 +64,6 @@ pub use segment::{SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
 pub use snapshot_meta::{SnapshotMeta, SNAPSHOT_CHUNK_BYTES_MAX};
 pub use snapshot_reader::SnapshotReader;
 pub use snapshot_writer::SnapshotWriter;
+pub use spare::PREALLOCATE_BYTES_MAX;
 pub use stats::{GroupCommitStats, WalStats};
 pub use wal::{Wal, WalOptions, WRITE_BUFFER_BYTES_MAX};

@@ -98,6 +98,11 @@ pub fn encode_record(record: &LogRecord, out: &mut Vec<u8>) {
 /// bytes cannot be a valid record. Checks length bounds, the checksum and `lsn != 0`; LSN
 /// continuity is the caller's job. Never panics and never allocates more than `buf.len()` bytes.
 ///
+/// A length field of 0 is an empty payload, valid like any other. Zero bytes are never a
+/// record: 24 of them fail the checksum (the CRC32C of 16 zero bytes is not 0) and name LSN 0.
+/// Recovery finds where a preallocated segment's zero fill begins without help from this
+/// function (see [`recovery`](crate::recovery)).
+///
 /// # Errors
 /// [`RecordError`] for a length past the maximum, a checksum mismatch or LSN 0.
 pub fn decode_record(buf: &[u8]) -> Result<Option<(LogRecord, usize)>, RecordError> {
@@ -209,6 +214,16 @@ mod tests {
             decode_record(&buf),
             Err(RecordError::LengthTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn an_empty_payload_is_a_valid_record_that_is_not_all_zeros() {
+        let r = rec(1, 1, b"");
+        let mut buf = Vec::new();
+        encode_record(&r, &mut buf);
+        assert_eq!(buf[..4], [0, 0, 0, 0], "length field 0");
+        assert_eq!(decode_record(&buf), Ok(Some((r, RECORD_HEADER_BYTES))));
+        assert!(buf.iter().any(|&b| b != 0));
     }
 
     #[test]

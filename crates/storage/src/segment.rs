@@ -35,7 +35,8 @@ pub(crate) struct Segment {
     pub first_lsn: Lsn,
     /// Its last record, `None` while it holds only the header.
     pub last: Option<LogPosition>,
-    /// Bytes written to the file (header included); never more than the file's length.
+    /// The logical end of the segment: bytes of header and records written to the file. Never
+    /// more than the file's length; a preallocated file holds zeros from here on.
     pub bytes: u64,
 }
 
@@ -112,8 +113,12 @@ pub(crate) struct BadRecord {
 /// Result of [`scan_segment`].
 #[derive(Debug)]
 pub(crate) struct SegmentScan {
-    /// Offset just past the last good record.
+    /// Offset just past the last good record: the logical end of the segment when the walk
+    /// found no bad record.
     pub valid_end: u64,
+    /// Offset just past the last non-zero byte of the bytes scanned; every byte from here on is
+    /// zero (preallocated space never written, or an old-format file's length).
+    pub zero_from: u64,
     /// The last good record.
     pub last: Option<LogPosition>,
     /// The first bad record, if the walk stopped before the end of the bytes.
@@ -124,16 +129,21 @@ pub(crate) struct SegmentScan {
 /// and LSN continuity: the first record has LSN `first_lsn`, each next one the LSN after, and
 /// epochs never go below `prev`'s (the last record of the previous segment). Calls `visit` with
 /// every good record and its offset.
+///
+/// The walk ends cleanly at the first record boundary from which every remaining byte is zero:
+/// that is where a preallocated segment's zero fill begins. No valid record is all zeros (its
+/// LSN is never 0), so zeros there cannot hide one.
 pub(crate) fn scan_segment(
     buf: &[u8],
     first_lsn: Lsn,
     prev: Option<LogPosition>,
     mut visit: impl FnMut(LogRecord),
 ) -> SegmentScan {
+    let zero_from = zero_fill_start(buf).max(SEGMENT_HEADER_BYTES);
     let mut at = SEGMENT_HEADER_BYTES;
     let mut last: Option<LogPosition> = None;
     let mut bad = None;
-    while at < buf.len() {
+    while at < zero_from {
         let expected_lsn = last.map_or(first_lsn, |p| p.lsn.next());
         let epoch_min = last.or(prev).map(|p| p.epoch).unwrap_or_default();
         match decode_record(&buf[at..]) {
@@ -177,23 +187,42 @@ pub(crate) fn scan_segment(
     }
     SegmentScan {
         valid_end: at as u64,
+        zero_from: zero_from as u64,
         last,
         bad,
     }
 }
 
+/// Offset just past the last non-zero byte of `buf` (0 when every byte is zero).
+pub(crate) fn zero_fill_start(buf: &[u8]) -> usize {
+    // Whole blocks compared against a zero block (a `memcmp`, fast even in debug builds), then
+    // bytes within the last block that is not all zeros.
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut end = buf.len();
+    while end >= BLOCK && buf[end - BLOCK..end] == ZEROS[..] {
+        end -= BLOCK;
+    }
+    buf[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |p| p + 1)
+}
+
 /// Whether a complete, checksummed record that could belong after a bad record at `bad_offset`
 /// starts anywhere in `buf` past that offset: LSN at least `expected_lsn` (and no further past it
 /// than the remaining bytes could hold) and epoch at least `epoch_min`. When one does, the bad
-/// record is not a torn tail: bytes after it reached the disk.
+/// record is not a torn tail: bytes after it reached the disk. Only offsets before `zero_from`
+/// (see [`zero_fill_start`]) are tried: a record starting in all-zero bytes would have LSN 0.
 pub(crate) fn valid_record_follows(
     buf: &[u8],
     bad_offset: usize,
+    zero_from: usize,
     expected_lsn: Lsn,
     epoch_min: u64,
 ) -> bool {
     let start = bad_offset.saturating_add(1);
-    (start..buf.len()).any(|p| {
+    (start..zero_from.min(buf.len())).any(|p| {
         let rest = &buf[p..];
         if rest.len() < RECORD_HEADER_BYTES {
             return false;
@@ -248,6 +277,7 @@ mod tests {
         );
         assert_eq!(parse_segment_file_name("0000000000000000000a.wal"), None);
         assert!(segment_file_name(Lsn(9)) < segment_file_name(Lsn(10)));
+        assert_eq!(parse_segment_file_name(crate::spare::SPARE_FILE_NAME), None);
     }
 
     #[test]
@@ -260,5 +290,64 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(decode_segment_header(&bad).is_err(), "byte {i} flipped");
         }
+    }
+
+    fn records(lsns: std::ops::RangeInclusive<u64>, payload: &'static [u8]) -> Vec<u8> {
+        let mut buf = encode_segment_header(Lsn(*lsns.start())).to_vec();
+        for lsn in lsns {
+            let record = LogRecord {
+                pos: LogPosition {
+                    epoch: replikv_core::Epoch(1),
+                    lsn: Lsn(lsn),
+                },
+                payload: bytes::Bytes::from_static(payload),
+            };
+            crate::record::encode_record(&record, &mut buf);
+        }
+        buf
+    }
+
+    #[test]
+    fn zero_fill_start_finds_the_last_non_zero_byte_across_blocks() {
+        assert_eq!(zero_fill_start(&[]), 0);
+        assert_eq!(zero_fill_start(&[0; 10_000]), 0);
+        for at in [0, 1, 4095, 4096, 4097, 8191, 9_999] {
+            let mut buf = vec![0u8; 10_000];
+            buf[at] = 7;
+            assert_eq!(zero_fill_start(&buf), at + 1, "non-zero byte at {at}");
+        }
+    }
+
+    #[test]
+    fn scan_ends_cleanly_where_the_zero_fill_begins() {
+        // Empty payloads too: a record of length 0 is valid, and still not all zeros.
+        let mut buf = records(1..=3, b"");
+        let end = buf.len();
+        buf.resize(end + 5000, 0);
+        let scan = scan_segment(&buf, Lsn(1), None, |_| {});
+        assert!(scan.bad.is_none(), "{:?}", scan.bad);
+        assert_eq!(scan.valid_end, end as u64);
+        assert_eq!(scan.last.map(|p| p.lsn), Some(Lsn(3)));
+
+        // Header only, then zeros: an empty segment.
+        let mut empty = encode_segment_header(Lsn(1)).to_vec();
+        empty.resize(4096, 0);
+        let scan = scan_segment(&empty, Lsn(1), None, |_| {});
+        assert!(scan.bad.is_none());
+        assert_eq!(scan.valid_end, SEGMENT_HEADER_BYTES as u64);
+        assert_eq!(scan.last, None);
+    }
+
+    #[test]
+    fn scan_reports_non_zero_bytes_in_the_zero_fill_as_a_bad_record() {
+        let mut buf = records(1..=2, b"abc");
+        let end = buf.len();
+        buf.resize(end + 5000, 0);
+        buf[end + 100] = 1;
+        let scan = scan_segment(&buf, Lsn(1), None, |_| {});
+        let bad = scan.bad.unwrap();
+        assert_eq!(bad.offset, end as u64);
+        assert!(!bad.discontinuous);
+        assert_eq!(scan.zero_from, (end + 101) as u64);
     }
 }

@@ -13,6 +13,9 @@ pub struct WalStats {
     pub fsyncs: u64,
     /// Segment files created.
     pub segments_created: u64,
+    /// Of those, segments whose zero-filled file a helper thread prepared before the roll
+    /// needed it (with `preallocate` on; the others were zero-filled by the roll itself).
+    pub segments_from_spare: u64,
     /// Segment files removed by compaction.
     pub segments_removed: u64,
 }

@@ -4,12 +4,18 @@ use crate::error::WalError;
 use crate::fs_util::{ensure_dir, fsync_dir};
 use crate::record::{encode_record, LogRecord, RECORD_PAYLOAD_BYTES_MAX};
 use crate::recovery::{scan_dir, Recovery};
-use crate::segment::{encode_segment_header, scan_segment, segment_file_name, Segment};
+use crate::segment::{
+    encode_segment_header, scan_segment, segment_file_name, Segment, SEGMENT_HEADER_BYTES,
+};
+use crate::spare::{
+    spare_remove_stale, zero_filled_file_create, Spare, PREALLOCATE_BYTES_MAX, SPARE_FILE_NAME,
+};
 use crate::stats::WalStats;
 use replikv_core::{LogPosition, Lsn};
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 /// Appended bytes the log buffers before it writes them to the OS on its own.
 pub const WRITE_BUFFER_BYTES_MAX: usize = 4 << 20;
@@ -22,10 +28,37 @@ pub struct WalOptions {
     /// A segment is closed and a new one started past this size.
     pub segment_bytes_max: u64,
     /// Bytes of log kept even when a snapshot covers them (for replicas that need them later).
+    /// Counted as logical bytes (headers and records), not the zero fill of preallocated
+    /// segments.
     pub retention_bytes: u64,
+    /// Create each segment at its full size, `segment_bytes_max` (at most
+    /// [`PREALLOCATE_BYTES_MAX`]), filled with zeros that are written and fsynced, so appends
+    /// overwrite allocated blocks and each `fdatasync` has no file-size or block-map metadata
+    /// to journal. The next segment is prepared by a helper thread once the active one is half
+    /// full. `false` creates segments with only their header and appends to grow them (as
+    /// before preallocation). Either way the log reads segments written both ways.
+    /// [`WalOptions::new`] sets it to `true`.
+    pub preallocate: bool,
 }
 
-/// The segmented, checksummed write-ahead log. Synchronous; one owner.
+impl WalOptions {
+    /// Options for a log in `dir` with segments of `segment_bytes_max` bytes, keeping
+    /// `retention_bytes` of log past snapshots, with [`preallocate`](WalOptions::preallocate)
+    /// on.
+    #[must_use]
+    pub fn new(dir: impl Into<PathBuf>, segment_bytes_max: u64, retention_bytes: u64) -> Self {
+        WalOptions {
+            dir: dir.into(),
+            segment_bytes_max,
+            retention_bytes,
+            preallocate: true,
+        }
+    }
+}
+
+/// The segmented, checksummed write-ahead log. Synchronous; one owner. (With
+/// [`WalOptions::preallocate`], a helper thread zero-fills the next segment's file; it never
+/// touches the log's segments.)
 ///
 /// Records go through three stages: [`append`](Wal::append) checks and buffers them,
 /// [`flush`](Wal::flush) hands them to the OS ([`written_lsn`](Wal::written_lsn)), and
@@ -37,8 +70,12 @@ pub struct Wal {
     /// Segment files, oldest first; the last one is the active segment, written through
     /// `active`. Invariant: `segments.is_empty() == active.is_none()`.
     segments: Vec<Segment>,
-    /// The active segment's file, positioned at its end.
+    /// The active segment's file, positioned at its logical end (where the next record goes;
+    /// a preallocated file holds zeros from there on).
     active: Option<File>,
+    /// The next segment's file being zero-filled ahead of time, with `preallocate` on. Started
+    /// once the active segment is half full, installed at the next roll.
+    spare: Option<Spare>,
     /// Encoded records of the active segment not yet written. At most
     /// [`WRITE_BUFFER_BYTES_MAX`] plus one record.
     buf: Vec<u8>,
@@ -67,6 +104,8 @@ pub(crate) struct FaultPlan {
     pub write_fails_after: Option<u64>,
     /// Fail the segment fsync when this many more have succeeded.
     pub fsync_fails_after: Option<u64>,
+    /// Report every spare segment prepared ahead as failed when a roll takes it.
+    pub spare_fails: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,17 +115,21 @@ enum IoPoint {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `opts.dir`, truncating a torn tail, and returns the
+    /// Opens (creating if needed) the log in `opts.dir`, zeroing a torn tail, and returns the
     /// records after `after` (the LSN the loaded snapshot covers).
     ///
     /// The next record appended must have LSN `max(after, last record) + 1`. Everything found
-    /// on disk is fsynced before this returns, so it counts as durable.
+    /// on disk is fsynced before this returns, so it counts as durable. A spare segment left
+    /// by a crash is removed; with [`preallocate`](WalOptions::preallocate), when the log has
+    /// no segment yet or its last is half full, preparing the next one starts right away.
     ///
     /// # Errors
     /// I/O failure, or corruption anywhere but the tail (the error names file and offset),
     /// including entries missing between `after` and the first segment or between segments.
     pub fn open(opts: WalOptions, after: Lsn) -> Result<(Wal, Recovery), WalError> {
         ensure_dir(&opts.dir)?;
+        // A spare is complete only once installed under a segment name; one left here is not.
+        spare_remove_stale(&opts.dir)?;
         let scanned = scan_dir(&opts.dir, after)?;
         // A segment created just before a crash may have a directory entry that is not durable.
         fsync_dir(&opts.dir)?;
@@ -112,10 +155,11 @@ impl Wal {
             epoch: scanned.last_on_disk.map(|p| p.epoch).unwrap_or_default(),
             lsn: durable,
         };
-        let wal = Wal {
+        let mut wal = Wal {
             opts,
             segments: scanned.segments,
             active,
+            spare: None,
             buf: Vec::new(),
             buf_records: 0,
             last: scanned.last_on_disk,
@@ -127,6 +171,7 @@ impl Wal {
             #[cfg(test)]
             faults: FaultPlan::default(),
         };
+        wal.spare_start_if_due();
         wal.check_invariants();
         let recovery = Recovery {
             records: scanned.records,
@@ -140,7 +185,8 @@ impl Wal {
     /// [`next_lsn`](Wal::next_lsn), each next one the LSN after, and epochs never go down.
     /// Starts a new segment when the active one would pass `segment_bytes_max` (fsyncing the
     /// full one and the directory), and writes to the OS once [`WRITE_BUFFER_BYTES_MAX`] bytes
-    /// are buffered.
+    /// are buffered. With `preallocate`, starts preparing the next segment in a helper thread
+    /// once the active one is half full.
     ///
     /// # Errors
     /// [`WalError::OutOfOrder`] or [`WalError::TooLarge`] (nothing is buffered, the log is
@@ -162,8 +208,41 @@ impl Wal {
                 self.flush()?;
             }
         }
+        self.spare_start_if_due();
         self.check_invariants();
         Ok(())
+    }
+
+    /// Starts zero-filling the next segment's file in a helper thread when `preallocate` is on,
+    /// none is under way, and the active segment (records buffered included) is half full or
+    /// there is none. Failing to start the thread only costs speed: the next roll then
+    /// preallocates the segment itself.
+    fn spare_start_if_due(&mut self) {
+        if !self.opts.preallocate || self.spare.is_some() || self.poisoned {
+            return;
+        }
+        let half = self.opts.segment_bytes_max / 2;
+        let due = self
+            .segments
+            .last()
+            .is_none_or(|seg| seg.bytes + self.buf.len() as u64 >= half);
+        if !due {
+            return;
+        }
+        match Spare::start(&self.opts.dir, self.preallocate_bytes()) {
+            Ok(spare) => self.spare = Some(spare),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot start the spare segment thread; the next roll will preallocate"
+            ),
+        }
+    }
+
+    /// Bytes a new segment file is preallocated to.
+    fn preallocate_bytes(&self) -> u64 {
+        self.opts
+            .segment_bytes_max
+            .clamp(SEGMENT_HEADER_BYTES as u64, PREALLOCATE_BYTES_MAX)
     }
 
     /// Validates a whole batch before any of it is buffered.
@@ -223,41 +302,104 @@ impl Wal {
         }
     }
 
-    /// Creates the segment whose first record is `first_lsn`, writes and fsyncs its header and
-    /// fsyncs the directory, so that a segment on disk always has a durable header before any
-    /// record is written to it.
+    /// Creates the segment whose first record is `first_lsn`, with a durable header before
+    /// its name exists or before any record is written to it (so a segment on disk always has
+    /// a durable header), and fsyncs the directory. The file is left positioned after the
+    /// header.
     fn segment_create(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
         debug_assert!(
             self.buf.is_empty(),
             "buffered bytes belong to the old segment"
         );
         let path = self.opts.dir.join(segment_file_name(first_lsn));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| WalError::io("create segment", &path, e))?;
-            self.fault(IoPoint::Write)
-                .and_then(|()| file.write_all(&encode_segment_header(first_lsn)))
-                .map_err(|e| WalError::io("write segment header", &path, e))?;
-            self.fault(IoPoint::Fsync)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| WalError::io("fsync segment", &path, e))?;
-            fsync_dir(&self.opts.dir)?;
-            Ok(file)
-        })();
+        let result = if self.opts.preallocate {
+            self.segment_create_preallocated(first_lsn, &path)
+        } else {
+            self.segment_create_plain(first_lsn, &path)
+        };
         let file = result.map_err(|e| self.poison(e))?;
         self.active = Some(file);
         self.segments.push(Segment {
             path,
             first_lsn,
             last: None,
-            bytes: crate::segment::SEGMENT_HEADER_BYTES as u64,
+            bytes: SEGMENT_HEADER_BYTES as u64,
         });
         self.stats.segments_created += 1;
         Ok(())
+    }
+
+    /// Takes the spare (waiting for its thread when it is still zero-filling), or zero-fills
+    /// one now when there is none or it failed; writes the header into it and fdatasyncs it,
+    /// renames it to the segment's name and fsyncs the directory.
+    fn segment_create_preallocated(
+        &mut self,
+        first_lsn: Lsn,
+        path: &Path,
+    ) -> Result<File, WalError> {
+        let spare_path = self.opts.dir.join(SPARE_FILE_NAME);
+        let finished = self.spare.take().map(Spare::finish);
+        #[cfg(test)]
+        let finished = finished.map(|result| match result {
+            Ok(_) if self.faults.spare_fails => Err(WalError::io(
+                "zero-fill spare segment",
+                &spare_path,
+                std::io::Error::other("injected spare failure"),
+            )),
+            other => other,
+        });
+        let prepared = match finished {
+            Some(Ok(file)) => Some(file),
+            Some(Err(error)) => {
+                // The spare holds no log data; a failed one is only discarded (never used, so
+                // a failed fsync of it cannot hide lost data).
+                tracing::warn!(%error, "the spare segment failed; preallocating the segment now");
+                None
+            }
+            None => None,
+        };
+        let from_spare = prepared.is_some();
+        let mut file = match prepared {
+            Some(file) => file,
+            None => zero_filled_file_create(
+                &spare_path,
+                self.preallocate_bytes(),
+                &AtomicBool::new(false),
+            )?,
+        };
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| WalError::io("seek segment", &spare_path, e))?;
+        self.fault(IoPoint::Write)
+            .and_then(|()| file.write_all(&encode_segment_header(first_lsn)))
+            .map_err(|e| WalError::io("write segment header", &spare_path, e))?;
+        self.fault(IoPoint::Fsync)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| WalError::io("fsync segment", &spare_path, e))?;
+        std::fs::rename(&spare_path, path)
+            .map_err(|e| WalError::io("rename spare to segment", path, e))?;
+        fsync_dir(&self.opts.dir)?;
+        if from_spare {
+            self.stats.segments_from_spare += 1;
+        }
+        Ok(file)
+    }
+
+    /// Creates the segment file with only its header, fsyncs it and the directory.
+    fn segment_create_plain(&mut self, first_lsn: Lsn, path: &Path) -> Result<File, WalError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| WalError::io("create segment", path, e))?;
+        self.fault(IoPoint::Write)
+            .and_then(|()| file.write_all(&encode_segment_header(first_lsn)))
+            .map_err(|e| WalError::io("write segment header", path, e))?;
+        self.fault(IoPoint::Fsync)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| WalError::io("fsync segment", path, e))?;
+        fsync_dir(&self.opts.dir)?;
+        Ok(file)
     }
 
     /// Writes buffered records to the OS. After it returns, [`written_lsn`](Wal::written_lsn)
@@ -387,14 +529,10 @@ impl Wal {
         let mut payload_bytes: u64 = 0;
         let mut prev = None;
         for seg in &self.segments[start..] {
-            let data =
-                std::fs::read(&seg.path).map_err(|e| WalError::io("read segment", &seg.path, e))?;
-            // Only the bytes this log has written count; usize holds any in-memory length.
-            let end = usize::try_from(seg.bytes)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
+            // Only the bytes this log has written count: not the zero fill after them.
+            let data = read_prefix(&seg.path, seg.bytes)?;
             let mut done = false;
-            let scan = scan_segment(&data[..end], seg.first_lsn, prev, |record| {
+            let scan = scan_segment(&data, seg.first_lsn, prev, |record| {
                 if done || record.pos.lsn < from || record.pos.lsn > self.written {
                     return;
                 }
@@ -453,7 +591,9 @@ impl Wal {
         self.segments.len()
     }
 
-    /// Bytes in all segment files, buffered bytes excluded.
+    /// Bytes of log in all segment files: headers and records written, buffered bytes excluded.
+    /// The logical size: the zero fill of preallocated segments (and the spare) is not
+    /// counted, so the disk space used is up to one segment per file more.
     #[must_use]
     pub fn bytes_on_disk(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
@@ -552,6 +692,25 @@ impl Wal {
     }
 }
 
+impl Drop for Wal {
+    /// Stops a spare segment being prepared and removes its file.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            spare.cancel();
+        }
+    }
+}
+
+/// Reads the first `len` bytes of a file (fewer when it is shorter).
+fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>, WalError> {
+    let file = File::open(path).map_err(|e| WalError::io("open segment", path, e))?;
+    let mut data = Vec::new();
+    file.take(len)
+        .read_to_end(&mut data)
+        .map_err(|e| WalError::io("read segment", path, e))?;
+    Ok(data)
+}
+
 impl std::fmt::Debug for Wal {
     /// A summary: the write buffer can hold megabytes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -564,6 +723,7 @@ impl std::fmt::Debug for Wal {
             .field("written", &self.written)
             .field("synced", &self.synced)
             .field("poisoned", &self.poisoned)
+            .field("spare", &self.spare.is_some())
             .finish_non_exhaustive()
     }
 }

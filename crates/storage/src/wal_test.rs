@@ -21,11 +21,7 @@ fn recs(first: u64, last: u64) -> Vec<LogRecord> {
 }
 
 fn open(dir: &Path, segment_bytes_max: u64) -> (Wal, Vec<LogRecord>) {
-    let opts = WalOptions {
-        dir: dir.to_path_buf(),
-        segment_bytes_max,
-        retention_bytes: 0,
-    };
+    let opts = WalOptions::new(dir, segment_bytes_max, 0);
     let (wal, recovery) = Wal::open(opts, Lsn::ZERO).unwrap();
     (wal, recovery.records)
 }
@@ -141,4 +137,29 @@ fn group_commit_reports_a_failed_fsync_once_and_refuses_afterwards() {
     assert!(matches!(gc.sync_now(), Err(WalError::Poisoned)));
     assert!(matches!(gc.shutdown(), Err(WalError::Poisoned)));
     assert_eq!(rx.try_iter().count(), 0);
+}
+
+#[test]
+fn failed_spare_segment_is_discarded_and_the_roll_preallocates_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two records of 24 + 9 bytes per segment.
+    let (mut wal, _) = open(dir.path(), 100);
+    wal.faults.spare_fails = true;
+    wal.append(&recs(1, 5)).unwrap();
+    wal.sync().unwrap();
+    assert!(!wal.is_poisoned());
+    assert_eq!(wal.stats().segments_created, 3);
+    assert_eq!(wal.stats().segments_from_spare, 0);
+    drop(wal);
+    let (_, records) = open(dir.path(), 100);
+    assert_eq!(records, recs(1, 5));
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let path = file.unwrap().path();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            100,
+            "{}",
+            path.display()
+        );
+    }
 }

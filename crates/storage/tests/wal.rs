@@ -1,12 +1,19 @@
-//! The write-ahead log on real files: round trips, segment rolling, recovery of torn tails and
-//! refusal of corruption, snapshots newer than the log, compaction with retention, reads for
-//! replication.
+//! The write-ahead log on real files: round trips, segment rolling, preallocated segments and
+//! where their records end, recovery of torn tails and refusal of corruption, snapshots newer
+//! than the log, compaction with retention, reads for replication.
+//!
+//! Segments are preallocated (created at full size, zero-filled) unless a test says otherwise,
+//! so "the end of the log" is the offset after the last record ([`common::logical_end`]), not
+//! the end of the file; damage a crash could leave is written there.
 
 mod common;
 
-use common::{opts, rec, record_spans, recs, segment_files};
+use common::{
+    logical_end, opts, opts_unallocated, rec, record_spans, recs, segment_files, write_at,
+    zero_range, zeros_from,
+};
 use replikv_core::{Epoch, LogPosition, Lsn};
-use replikv_storage::{Wal, WalError, SEGMENT_HEADER_BYTES};
+use replikv_storage::{encode_record, Wal, WalError, SEGMENT_HEADER_BYTES};
 use std::fs::OpenOptions;
 
 #[test]
@@ -82,9 +89,10 @@ fn segments_roll_past_segment_bytes_max_and_are_named_by_first_lsn() {
     );
     for file in segment_files(dir.path()) {
         let len = std::fs::metadata(&file).unwrap().len();
-        assert!(
-            len <= o.segment_bytes_max,
-            "{} is {len} bytes",
+        assert_eq!(
+            len,
+            o.segment_bytes_max,
+            "{} is preallocated to segment_bytes_max",
             file.display()
         );
     }
@@ -108,6 +116,11 @@ fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
     wal.sync().unwrap();
     assert_eq!(wal.segment_count(), 3);
     drop(wal);
+    for file in segment_files(dir.path()) {
+        // The record grew the 100-byte preallocated file past it.
+        let len = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(len, (SEGMENT_HEADER_BYTES + 24 + 500) as u64);
+    }
     let (_wal, recovery) = Wal::open(o, Lsn::ZERO).unwrap();
     assert_eq!(recovery.records, written);
 }
@@ -145,31 +158,35 @@ fn append_that_does_not_continue_the_log_is_refused_and_leaves_it_unchanged() {
 }
 
 #[test]
-fn torn_tail_mid_record_is_truncated_and_reported_then_the_log_continues() {
+fn torn_tail_mid_record_is_zeroed_and_reported_then_the_log_continues() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 1 << 20, 0);
-    let written = recs(1, 4, 10);
+    // Payloads padded with dots, so the half of record 4 left holds no zero bytes at its end.
+    let written = recs(1, 4, 100);
     let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
     wal.append(&written).unwrap();
     wal.sync().unwrap();
     drop(wal);
 
-    eprintln!("phase: a crash left half of record 4 on disk");
+    eprintln!("phase: a crash left half of record 4 on disk; the rest reads as the zero fill");
     let file = segment_files(dir.path()).pop().unwrap();
     let spans = record_spans(&std::fs::read(&file).unwrap());
     let (start, end) = spans[3];
-    let f = OpenOptions::new().write(true).open(&file).unwrap();
-    f.set_len(((start + end) / 2) as u64).unwrap();
-    drop(f);
+    zero_range(&file, (start + end) / 2, end);
 
-    eprintln!("phase: recovery keeps records 1-3 and cuts the file where record 4 began");
+    eprintln!("phase: recovery keeps records 1-3 and zeroes the file from where record 4 began");
     let (mut wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
     assert_eq!(recovery.records, written[..3].to_vec());
     let torn = recovery.torn_tail.unwrap();
     assert_eq!(torn.file, file);
     assert_eq!(torn.offset, start as u64);
     assert_eq!(torn.bytes_dropped, ((end - start) / 2) as u64);
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), start as u64);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        1 << 20,
+        "still preallocated"
+    );
+    assert!(zeros_from(&file, start));
     assert_eq!(wal.next_lsn(), Lsn(4));
 
     eprintln!("phase: record 4 is written again and survives a reopen");
@@ -182,10 +199,50 @@ fn torn_tail_mid_record_is_truncated_and_reported_then_the_log_continues() {
 }
 
 #[test]
-fn zero_filled_tail_is_a_torn_tail() {
-    // File systems may expose zeros past the last durable write after a crash.
+fn torn_tail_at_the_end_of_a_segment_that_is_not_preallocated_is_zeroed() {
     let dir = tempfile::tempdir().unwrap();
-    let o = opts(dir.path(), 1 << 20, 0);
+    let o = opts_unallocated(dir.path(), 1 << 20, 0);
+    let written = recs(1, 4, 100);
+    let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    wal.append(&written).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+
+    eprintln!("phase: the file ends at the last record; a crash cut record 4 in half");
+    let file = segment_files(dir.path()).pop().unwrap();
+    let spans = record_spans(&std::fs::read(&file).unwrap());
+    let (start, end) = spans[3];
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), end as u64);
+    let cut = (start + end) / 2;
+    let f = OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(cut as u64).unwrap();
+    drop(f);
+
+    eprintln!("phase: the torn bytes are zeroed, the file keeps its length, the log continues");
+    let (mut wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, written[..3].to_vec());
+    let torn = recovery.torn_tail.unwrap();
+    assert_eq!(
+        (torn.offset, torn.bytes_dropped),
+        (start as u64, (cut - start) as u64)
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), cut as u64);
+    assert!(zeros_from(&file, start));
+    wal.append(&written[3..]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_wal, recovery) = Wal::open(o, Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, written);
+    assert!(recovery.torn_tail.is_none());
+}
+
+#[test]
+fn zero_filled_tail_is_a_clean_end_not_a_torn_tail() {
+    // File systems may expose zeros past the last durable write after a crash, and a segment
+    // written before preallocation (or with it off) may be followed by such zeros: all zeros
+    // after the last record are never log data.
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts_unallocated(dir.path(), 1 << 20, 0);
     let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
     wal.append(&recs(1, 2, 0)).unwrap();
     wal.sync().unwrap();
@@ -199,10 +256,185 @@ fn zero_filled_tail_is_a_torn_tail() {
         .set_len(len + 4096)
         .unwrap();
 
+    eprintln!("phase: reopen finds both records and no torn tail");
+    let (mut wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 2, 0));
+    assert!(recovery.torn_tail.is_none());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), len + 4096);
+
+    eprintln!("phase: the next record goes over the zeros, where the log ended");
+    wal.append(&recs(3, 3, 0)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
     let (_wal, recovery) = Wal::open(o, Lsn::ZERO).unwrap();
-    assert_eq!(recovery.records.len(), 2);
+    assert_eq!(recovery.records, recs(1, 3, 0));
+    assert!(recovery.torn_tail.is_none());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), len + 4096);
+}
+
+#[test]
+fn clean_end_in_a_preallocated_segment_then_appending_continues_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path(), 64 << 10, 0);
+    let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    wal.append(&recs(1, 3, 50)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+
+    eprintln!("phase: the segment is full size; zeros follow the last record");
+    let file = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 << 10);
+    let end = logical_end(&std::fs::read(&file).unwrap());
+    assert_eq!(end, SEGMENT_HEADER_BYTES + 3 * (24 + 50));
+    assert!(zeros_from(&file, end));
+
+    eprintln!("phase: reopen ends the log at the last record, with no torn tail");
+    let (mut wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 3, 50));
+    assert!(recovery.torn_tail.is_none());
+    assert_eq!(wal.next_lsn(), Lsn(4));
+    assert_eq!(
+        wal.bytes_on_disk(),
+        end as u64,
+        "the logical size, not the file's"
+    );
+
+    eprintln!("phase: appends after the reopen overwrite the zero fill in place");
+    wal.append(&recs(4, 6, 50)).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.read_from(Lsn(1), u64::MAX).unwrap(), recs(1, 6, 50));
+    drop(wal);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 << 10);
+    assert_eq!(
+        logical_end(&std::fs::read(&file).unwrap()),
+        SEGMENT_HEADER_BYTES + 6 * (24 + 50)
+    );
+    let (_wal, recovery) = Wal::open(o, Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 6, 50));
+    assert!(recovery.torn_tail.is_none());
+    assert_eq!(segment_files(dir.path()), [file]);
+}
+
+#[test]
+fn torn_write_inside_preallocated_space_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path(), 64 << 10, 0);
+    let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    wal.append(&recs(1, 3, 50)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let file = segment_files(dir.path()).pop().unwrap();
+    let end = logical_end(&std::fs::read(&file).unwrap());
+
+    eprintln!("phase: an unsynced write of records 4-5 left 60 of its bytes and a stray sector");
+    let mut next = Vec::new();
+    for r in recs(4, 5, 50) {
+        encode_record(&r, &mut next);
+    }
+    write_at(&file, end, &next[..60]);
+    // A later sector of the same write landed too, away from the first.
+    write_at(&file, end + 4096, &[0xAB; 512]);
+
+    eprintln!("phase: nothing valid follows the torn record: zeroed up to the stray sector");
+    let (mut wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 3, 50));
     let torn = recovery.torn_tail.unwrap();
-    assert_eq!((torn.offset, torn.bytes_dropped), (len, 4096));
+    assert_eq!(torn.file, file);
+    assert_eq!(torn.offset, end as u64);
+    assert_eq!(torn.bytes_dropped, (4096 + 512) as u64);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 << 10);
+    assert!(zeros_from(&file, end));
+
+    eprintln!("phase: records 4-5 are written again and survive a reopen");
+    wal.append(&recs(4, 5, 50)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_wal, recovery) = Wal::open(o, Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 5, 50));
+    assert!(recovery.torn_tail.is_none());
+}
+
+#[test]
+fn roll_installs_the_segment_prepared_ahead_and_earlier_segments_end_in_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records of 24 + 100 bytes; 7 fit in a segment, so the fill after them stays zero.
+    let o = opts(dir.path(), 900, 0);
+    let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+
+    eprintln!("phase: the first segment comes from the spare started at open");
+    wal.append(&recs(1, 4, 100)).unwrap();
+    wal.flush().unwrap();
+    assert_eq!(wal.stats().segments_created, 1);
+    assert_eq!(wal.stats().segments_from_spare, 1);
+
+    eprintln!("phase: past half full, the next one is prepared; the roll installs it");
+    wal.append(&recs(5, 12, 100)).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.stats().segments_created, 2);
+    assert_eq!(wal.stats().segments_from_spare, 2);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2);
+    assert!(files[1].ends_with("00000000000000000008.wal"));
+    for file in &files {
+        assert_eq!(std::fs::metadata(file).unwrap().len(), 900);
+    }
+    let first = std::fs::read(&files[0]).unwrap();
+    assert_eq!(logical_end(&first), SEGMENT_HEADER_BYTES + 7 * 124);
+    assert!(zeros_from(&files[0], SEGMENT_HEADER_BYTES + 7 * 124));
+    assert_eq!(wal.read_from(Lsn(6), u64::MAX).unwrap(), recs(6, 12, 100));
+    drop(wal);
+    assert!(
+        !dir.path().join("spare.wal.tmp").exists(),
+        "dropping the log removes the spare it was preparing"
+    );
+
+    eprintln!("phase: a spare left by a crash is removed at open; the zero fill of segment 1 is a clean end");
+    std::fs::write(dir.path().join("spare.wal.tmp"), b"half-filled").unwrap();
+    let (wal, recovery) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    assert_eq!(recovery.records, recs(1, 12, 100));
+    assert!(recovery.torn_tail.is_none());
+    drop(wal);
+    assert!(!dir.path().join("spare.wal.tmp").exists());
+
+    eprintln!("phase: with preallocation off, segments hold only what was written");
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts_unallocated(dir.path(), 900, 0);
+    let (mut wal, _) = Wal::open(o, Lsn::ZERO).unwrap();
+    wal.append(&recs(1, 12, 100)).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.stats().segments_from_spare, 0);
+    drop(wal);
+    let lens: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .collect();
+    assert_eq!(lens, [32 + 7 * 124, 32 + 5 * 124]);
+    assert!(!dir.path().join("spare.wal.tmp").exists());
+}
+
+#[test]
+fn records_zeroed_at_the_end_of_an_earlier_segment_leave_a_gap_that_is_corruption() {
+    // A zero fill after the last record of an earlier segment is normal (it was rolled before
+    // it was full), so lost records there show as entries missing before the next segment.
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path(), (SEGMENT_HEADER_BYTES + 2 * 44) as u64, 0);
+    let (mut wal, _) = Wal::open(o.clone(), Lsn::ZERO).unwrap();
+    wal.append(&recs(1, 6, 20)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3);
+    let (start, end) = *record_spans(&std::fs::read(&files[1]).unwrap())
+        .last()
+        .unwrap();
+    zero_range(&files[1], start, end);
+
+    let err = Wal::open(o, Lsn::ZERO).unwrap_err();
+    assert!(
+        matches!(&err, WalError::Corrupt { file, offset: 0, reason }
+            if *file == files[2] && reason.contains("missing")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -252,15 +484,10 @@ fn damage_in_a_segment_before_the_last_is_corruption_even_at_its_end() {
     let files = segment_files(dir.path());
     assert_eq!(files.len(), 3);
 
-    eprintln!("phase: cut the middle segment inside its last record");
+    eprintln!("phase: zero the middle segment's last record after its first 5 bytes");
     let spans = record_spans(&std::fs::read(&files[1]).unwrap());
-    let (start, _) = *spans.last().unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&files[1])
-        .unwrap()
-        .set_len(start as u64 + 5)
-        .unwrap();
+    let (start, end) = *spans.last().unwrap();
+    zero_range(&files[1], start + 5, end);
 
     let err = Wal::open(o, Lsn::ZERO).unwrap_err();
     assert!(
