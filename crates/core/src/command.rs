@@ -86,19 +86,33 @@ impl Command {
         let _ = postcard::to_io(self, out.writer());
     }
 
+    /// An upper bound of the encoded size, without encoding: the byte strings plus ten bytes
+    /// (a length prefix or a number) for each other field.
+    #[must_use]
+    pub fn encoded_len_bound(&self) -> usize {
+        const FIELD: usize = 10;
+        match self {
+            Command::Set { key, value, .. } => key.len() + value.len() + 4 * FIELD,
+            Command::MSet { pairs } => {
+                FIELD
+                    + pairs
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 2 * FIELD)
+                        .sum::<usize>()
+            }
+            Command::Del { keys } => FIELD + keys.iter().map(|k| k.len() + FIELD).sum::<usize>(),
+            Command::Append { key, suffix } => key.len() + suffix.len() + 3 * FIELD,
+            Command::ExpireAt { key, .. } | Command::Persist { key } => key.len() + 3 * FIELD,
+            Command::FlushAll => FIELD,
+        }
+    }
+
     /// Decodes a payload written by [`Command::encode`].
     ///
     /// # Errors
     /// [`CommandDecodeError`] when the bytes are not a valid command.
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandDecodeError> {
         Ok(postcard::from_bytes(bytes)?)
-    }
-
-    /// Whether applying the command changes the data set (every command does, today; kept for
-    /// entries that will carry only metadata, such as epoch changes).
-    #[must_use]
-    pub fn is_data(&self) -> bool {
-        true
     }
 }
 

@@ -46,4 +46,4 @@ mod store_test;
 pub use command::{Command, CommandDecodeError, Expiry};
 pub use position::{Epoch, LogPosition, Lsn};
 pub use reply::Reply;
-pub use store::{CommandSpec, Execution, KeyspaceStats, Store};
+pub use store::{CommandSpec, Execution, KeyspaceStats, Store, SNAPSHOT_CHUNK_BYTES_TARGET};

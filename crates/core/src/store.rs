@@ -127,6 +127,9 @@ impl Entry {
     }
 }
 
+/// Key and value bytes after which a snapshot chunk is closed.
+pub const SNAPSHOT_CHUNK_BYTES_TARGET: usize = 16 << 20;
+
 /// The version byte that opens every snapshot chunk.
 const SNAPSHOT_CHUNK_FORMAT: u8 = 1;
 
@@ -211,7 +214,7 @@ impl Store {
                     // appends grow the value in amortised linear time.
                     let mut value = BytesMut::from(entry.value);
                     value.extend_from_slice(suffix);
-                    self.insert(key, value.freeze(), entry.expire_at_ms);
+                    self.insert_owned(key, value.freeze(), entry.expire_at_ms);
                 }
                 None => self.insert(key, suffix.clone(), None),
             },
@@ -263,7 +266,10 @@ impl Store {
     }
 
     /// Encodes the state as self-contained chunks of at most `entries_per_chunk` entries each
-    /// (0 is taken as 1), for a snapshot file. An empty store yields no chunk.
+    /// (0 is taken as 1), and closed early once their keys and values reach
+    /// [`SNAPSHOT_CHUNK_BYTES_TARGET`], for a snapshot file. A chunk always holds at least one
+    /// entry, so one holding a large value is about that value's size. An empty store yields no
+    /// chunk.
     ///
     /// A chunk is the format byte 1 followed by the postcard encoding of
     /// `Vec<(key: bytes, value: bytes, expire_at_ms: Option<u64>)>`; entries are in keyspace
@@ -273,8 +279,13 @@ impl Store {
         let mut entries = self.entries().peekable();
         std::iter::from_fn(move || {
             entries.peek()?;
-            let batch: Vec<(&Bytes, &Bytes, Option<u64>)> =
-                entries.by_ref().take(per_chunk).collect();
+            let mut batch: Vec<(&Bytes, &Bytes, Option<u64>)> = Vec::new();
+            let mut bytes = 0usize;
+            while batch.len() < per_chunk && bytes < SNAPSHOT_CHUNK_BYTES_TARGET {
+                let Some(entry) = entries.next() else { break };
+                bytes += entry.0.len() + entry.1.len();
+                batch.push(entry);
+            }
             // Serialising byte strings and integers into a Vec cannot fail.
             postcard::to_extend(&batch, vec![SNAPSHOT_CHUNK_FORMAT]).ok()
         })
@@ -375,7 +386,12 @@ impl Store {
     fn insert(&mut self, key: &Bytes, value: Bytes, expire_at_ms: Option<u64>) {
         // Commands may hold slices of a larger buffer (a client's read buffer, a log segment):
         // the store keeps its own copy so that a few stored bytes never pin a whole buffer.
-        let value = Bytes::copy_from_slice(&value);
+        self.insert_owned(key, Bytes::copy_from_slice(&value), expire_at_ms);
+    }
+
+    /// [`Store::insert`] for a value the store already owns alone (built by `APPEND`), which
+    /// must not be copied again: repeated appends stay amortised linear.
+    fn insert_owned(&mut self, key: &Bytes, value: Bytes, expire_at_ms: Option<u64>) {
         let hash = match self.entries.get_mut(key) {
             // Overwrite: the slot index keeps its slot; only the expiry index may change.
             Some(entry) => {

@@ -219,8 +219,8 @@ impl Config {
         if self.maxclients == 0 {
             return invalid("maxclients", "must be at least 1");
         }
-        if self.proto_max_bulk_len < 1024 {
-            return invalid("proto_max_bulk_len", "must be at least 1024");
+        if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > 512 * 1024 * 1024 {
+            return invalid("proto_max_bulk_len", "must be between 1024 and 536870912");
         }
         if self.client_query_buffer_limit < 1024 * 1024 {
             return invalid("client_query_buffer_limit", "must be at least 1048576");

@@ -4,7 +4,7 @@
 use crate::info;
 use crate::node::{NodeHandle, NodeMsg};
 use crate::shared::Shared;
-use crate::socket::Socket;
+use crate::socket::{Socket, READ_CHUNK_BYTES};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use replikv_core::{Reply, Store};
@@ -20,6 +20,12 @@ use tracing::debug;
 /// Most requests taken from one connection's buffer before its replies are written; bounds the
 /// replies a pipelining client can make the server hold.
 const REQUESTS_PER_ROUND_MAX: usize = 1024;
+/// Reply bytes waiting for a client past which its further requests are not run until it
+/// reads: bounds what a client that never reads can make the server hold.
+const OUTPUT_PAUSE_BYTES: usize = 64 << 20;
+/// Request bounds before authentication (Redis's values).
+const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
+const UNAUTHENTICATED_MULTIBULK_COUNT_MAX: usize = 10;
 
 /// Per-connection state.
 pub struct Conn {
@@ -58,7 +64,7 @@ pub enum Local {
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // Disabling Nagle only lowers latency; a failure here changes nothing else.
     let _ = stream.set_nodelay(true);
-    let mut stream = match Socket::new(stream) {
+    let stream = match Socket::new(stream) {
         Ok(s) => s,
         Err(e) => {
             debug!(error = %e, "cannot take over a client socket");
@@ -81,55 +87,67 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         addr,
     };
     shared.register(&conn);
-    let mut decoder = RequestDecoder::new(Limits {
-        bulk_bytes_max: shared.config.proto_max_bulk_len,
-        ..Limits::default()
-    });
+    let mut decoder = RequestDecoder::new(request_limits(&shared, conn.authenticated));
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
-    loop {
+    let mut scratch = vec![0u8; READ_CHUNK_BYTES].into_boxed_slice();
+    let query_limit = shared.config.client_query_buffer_limit;
+    'conn: loop {
+        // Run what is buffered while the client keeps up with its replies. A client that
+        // writes a whole pipeline before reading any reply is still read from below, so it
+        // never deadlocks against its own replies.
+        let mut closing = false;
+        while out.len() < OUTPUT_PAUSE_BYTES {
+            let (segments, end) = read_round(&mut conn, &shared, &mut buf, &mut decoder).await;
+            write_replies(segments, &mut out).await;
+            if stream.try_write(&mut out).is_err() {
+                break 'conn;
+            }
+            match end {
+                RoundEnd::Full => {}
+                RoundEnd::NeedMore => break,
+                RoundEnd::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        if closing {
+            // The last replies (an error, QUIT's OK) go out before the close, within a bound.
+            let flushed = tokio::time::timeout(LINGER, stream.write_all(&out)).await;
+            if matches!(flushed, Ok(Ok(()))) {
+                close_gracefully(&stream, &mut scratch).await;
+            }
+            break;
+        }
         tokio::select! {
-            read = stream.read_into(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => Stats::add(&shared.stats.total_net_input_bytes, n as u64),
-            },
+            read = stream.read_into(&mut buf, &mut scratch), if buf.len() <= query_limit => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => Stats::add(&shared.stats.total_net_input_bytes, n as u64),
+                }
+            }
+            written = stream.write_some(&mut out), if !out.is_empty() => {
+                if written.is_err() {
+                    break;
+                }
+            }
             _ = shutdown.changed() => break,
         }
         // Checked before parsing, as Redis does: a client may not make us hold more than the
         // limit, complete requests or not.
-        if buf.len() > shared.config.client_query_buffer_limit {
+        if buf.len() > query_limit {
             debug!(
                 client = conn.id,
                 bytes = buf.len(),
                 "closing client over query buffer limit"
             );
             Stats::add(&shared.stats.protocol_errors, 1);
-            let msg = b"-ERR Protocol error: client query buffer limit exceeded\r\n";
+            out.extend_from_slice(b"-ERR Protocol error: client query buffer limit exceeded\r\n");
             // The connection is closed next whether or not the client gets the reason.
-            let _ = stream.write_all(msg).await;
-            close_gracefully(&mut stream).await;
-            break;
-        }
-        let mut close = false;
-        loop {
-            let (segments, done) = read_round(&mut conn, &shared, &mut buf, &mut decoder).await;
-            write_replies(segments, &mut out).await;
-            if !out.is_empty() {
-                Stats::add(&shared.stats.total_net_output_bytes, out.len() as u64);
-                if stream.write_all(&out).await.is_err() {
-                    close = true;
-                }
-                out.clear();
+            if let Ok(Ok(())) = tokio::time::timeout(LINGER, stream.write_all(&out)).await {
+                close_gracefully(&stream, &mut scratch).await;
             }
-            match done {
-                RoundEnd::Close => close = true,
-                RoundEnd::NeedMore => {}
-                RoundEnd::Full => continue,
-            }
-            break;
-        }
-        if close {
-            close_gracefully(&mut stream).await;
             break;
         }
     }
@@ -143,14 +161,14 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Closes our side, then reads and drops what the client is still sending for a short, bounded
 /// while, so the kernel does not answer it with a reset that would destroy the error reply we
 /// just sent before the client reads it.
-async fn close_gracefully(stream: &mut Socket) {
+async fn close_gracefully(stream: &Socket, scratch: &mut [u8]) {
     stream.shutdown_write();
     let mut sink = BytesMut::new();
     let mut drained = 0;
     // Running out of time just ends the lingering.
     let _ = tokio::time::timeout(LINGER, async {
         while drained < LINGER_BYTES_MAX {
-            match stream.read_into(&mut sink).await {
+            match stream.read_into(&mut sink, scratch).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }
@@ -199,7 +217,17 @@ async fn read_round(
             continue;
         }
         count += 1;
-        match local_command(conn, shared, &args).await {
+        if is_local(&args[0]) {
+            // Data commands sent before a connection command run first, and are encoded in
+            // the protocol in force when they were sent (before a HELLO that changes it).
+            flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+        }
+        let was_authenticated = conn.authenticated;
+        let outcome = local_command(conn, shared, &args).await;
+        if conn.authenticated && !was_authenticated {
+            *decoder = RequestDecoder::new(request_limits(shared, true));
+        }
+        match outcome {
             Local::Data => batch.push(args),
             other => {
                 flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
@@ -244,6 +272,29 @@ async fn flush_batch(
             }
         }
     }
+}
+
+/// What one request may declare. Until a client has authenticated it gets Redis's small
+/// bounds, so that a stranger cannot make the server buffer large requests.
+fn request_limits(shared: &Shared, authenticated: bool) -> Limits {
+    if authenticated {
+        Limits {
+            bulk_bytes_max: shared.config.proto_max_bulk_len,
+            ..Limits::default()
+        }
+    } else {
+        Limits {
+            bulk_bytes_max: UNAUTHENTICATED_BULK_BYTES_MAX,
+            multibulk_count_max: UNAUTHENTICATED_MULTIBULK_COUNT_MAX,
+            ..Limits::default()
+        }
+    }
+}
+
+fn is_local(name: &[u8]) -> bool {
+    LOCAL_COMMANDS
+        .iter()
+        .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
 fn node_stopped() -> Frame {
@@ -511,6 +562,9 @@ fn hello(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
     if !conn.authenticated {
         return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
+    if setname.as_ref().is_some_and(|n| !valid_client_name(n)) {
+        return err(INVALID_CLIENT_NAME);
+    }
     if let Some(name) = setname {
         conn.name = Some(name);
         shared.rename(conn);
@@ -519,7 +573,7 @@ fn hello(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
     let proto_num = if protocol == Protocol::Resp3 { 3 } else { 2 };
     Frame::Map(vec![
         (bulk("server"), bulk("replikv")),
-        (bulk("version"), bulk(env!("CARGO_PKG_VERSION"))),
+        (bulk("version"), bulk(crate::info::REDIS_COMPAT_VERSION)),
         (bulk("proto"), Frame::Integer(proto_num)),
         (bulk("id"), Frame::Integer(conn.id as i64)),
         (bulk("mode"), bulk("standalone")),
@@ -528,16 +582,21 @@ fn hello(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
     ])
 }
 
+const INVALID_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| b > b' ' && b <= b'~')
+}
+
 fn client(conn: &mut Conn, shared: &Shared, args: &[Bytes]) -> Frame {
     let sub = lower(&args[0]);
     match (sub.as_slice(), args.len()) {
         (b"id", 1) => Frame::Integer(conn.id as i64),
         (b"getname", 1) => conn.name.clone().map_or(Frame::Null, Frame::Bulk),
         (b"setname", 2) => {
-            if args[1].iter().any(|&b| b <= b' ' || b > b'~') {
-                return err(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                );
+            if !valid_client_name(&args[1]) {
+                return err(INVALID_CLIENT_NAME);
             }
             conn.name = if args[1].is_empty() {
                 None
@@ -650,7 +709,7 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
             let mut pairs = Vec::new();
             for pattern in &args[1..] {
                 for (k, v) in &params {
-                    if glob_match(&pattern.to_ascii_lowercase(), k.as_bytes())
+                    if replikv_core::glob::glob_match(&pattern.to_ascii_lowercase(), k.as_bytes())
                         && !pairs.iter().any(|(pk, _): &(Frame, Frame)| *pk == bulk(k.clone()))
                     {
                         pairs.push((bulk(k.clone()), bulk(v.clone())));
@@ -666,46 +725,5 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
             "ERR unknown subcommand '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&args[0])
         )),
-    }
-}
-
-/// Glob match with `*` and `?` (enough for `CONFIG GET`), linear in the worst case: on a
-/// mismatch it backtracks only to the last `*`.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob() {
-        assert!(glob_match(b"*", b"save"));
-        assert!(glob_match(b"append*", b"appendfsync"));
-        assert!(glob_match(b"s?ve", b"save"));
-        assert!(!glob_match(b"save", b"saves"));
     }
 }

@@ -7,6 +7,10 @@ use bytes::Bytes;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// The Redis version whose commands and replies replikv follows; reported as `redis_version`
+/// and by `HELLO`, since client libraries decide what to send by it.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
 const SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -50,7 +54,8 @@ fn section_text(shared: &Shared, section: &str, out: &mut String) {
     let _ = match section {
         "server" => write!(
             out,
-            "# Server\r\nredis_version:7.0.0\r\nreplikv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:replikv\r\n",
+            "# Server\r\nredis_version:{}\r\nreplikv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:replikv\r\n",
+            REDIS_COMPAT_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,

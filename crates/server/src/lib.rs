@@ -57,6 +57,11 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     );
+    // As in Redis, LASTSAVE reports the start time until the first snapshot.
+    Stats::set(
+        &stats.last_save_unix,
+        Stats::get(&stats.start_unix_ms) / 1000,
+    );
     let client_addr = format!("{}:{}", config.bind, config.port);
     let listener = TcpListener::bind(&client_addr)
         .await
@@ -106,7 +111,15 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
     let node_result = loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, say: back off rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 Stats::add(&stats.total_connections_received, 1);
                 let open = stats.connected_clients.fetch_add(1, Ordering::Relaxed);
                 if open >= shared.config.maxclients as u64 {

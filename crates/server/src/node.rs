@@ -31,12 +31,16 @@ const PAYLOAD_ARENA_BYTES: usize = 64 * 1024;
 const PAYLOAD_ARENA_MIN_SPARE: usize = 1024;
 /// Capacity of the node's request channel.
 pub const CHANNEL_CAPACITY: usize = 4096;
+/// Largest log payload the node produces; the storage limit, less room for framing.
+const LOG_PAYLOAD_BYTES_MAX: usize = replikv_storage::RECORD_PAYLOAD_BYTES_MAX - 4096;
 /// Entries per snapshot chunk.
 const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 /// Most keys deleted by one active-expiry tick.
 const EXPIRE_KEYS_PER_TICK_MAX: usize = 256;
 /// Period of the active-expiry tick.
 const EXPIRE_TICK: Duration = Duration::from_millis(100);
+/// Time one active-expiry tick may spend.
+const EXPIRE_TICK_BUDGET: Duration = Duration::from_millis(5);
 
 /// A request to the node.
 #[derive(Debug)]
@@ -126,6 +130,11 @@ pub struct Node {
     snapshot_every_entries: u64,
     entries_since_snapshot: u64,
     snapshot_running: bool,
+    /// `entries_since_snapshot` when the running background snapshot started, restored if it
+    /// fails so the next automatic one comes soon.
+    snapshot_started_after: u64,
+    /// Lets a background snapshot report back without keeping the node's channel open.
+    self_tx: Option<mpsc::WeakSender<NodeMsg>>,
     /// Foreground `SAVE`s waiting for a running background snapshot to finish first.
     save_waiters: Vec<oneshot::Sender<Reply>>,
 }
@@ -219,6 +228,8 @@ impl Node {
             snapshot_every_entries: config.snapshot_every_entries,
             entries_since_snapshot: replayed,
             snapshot_running: false,
+            snapshot_started_after: 0,
+            self_tx: None,
             save_waiters: Vec::new(),
         })
     }
@@ -230,14 +241,15 @@ impl Node {
     ) -> (NodeHandle, tokio::task::JoinHandle<Result<(), Fatal>>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let handle = NodeHandle { tx: tx.clone() };
-        let task = tokio::spawn(self.run(rx, tx, shutdown));
+        let mut node = self;
+        node.self_tx = Some(tx.downgrade());
+        let task = tokio::spawn(node.run(rx, shutdown));
         (handle, task)
     }
 
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<NodeMsg>,
-        self_tx: mpsc::Sender<NodeMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), Fatal> {
         let mut expire_tick = tokio::time::interval(EXPIRE_TICK);
@@ -256,10 +268,10 @@ impl Node {
                 _ = shutdown.changed() => break Ok(()),
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break Ok(()) };
-                    self.on_msg(msg, &self_tx);
+                    self.on_msg(msg);
                     for _ in 1..DRAIN_MESSAGES_MAX {
                         match rx.try_recv() {
-                            Ok(msg) => self.on_msg(msg, &self_tx),
+                            Ok(msg) => self.on_msg(msg),
                             Err(_) => break,
                         }
                     }
@@ -277,7 +289,7 @@ impl Node {
     /// Final steps: on a clean stop, sync the log so every reply still held can be released;
     /// on a fatal one, fail every held reply (their writes may not be durable).
     fn stop(mut self, result: Result<(), Fatal>) -> Result<(), Fatal> {
-        self.submit();
+        self.flush_records();
         let result = result.and_then(|()| {
             let synced = self.wal.sync_now().map_err(|e| Fatal::Wal(e.to_string()))?;
             self.acked = self.acked.max(synced);
@@ -316,10 +328,10 @@ impl Node {
         }
     }
 
-    fn on_msg(&mut self, msg: NodeMsg, self_tx: &mpsc::Sender<NodeMsg>) {
+    fn on_msg(&mut self, msg: NodeMsg) {
         match msg {
             NodeMsg::Batch { cmds, done } => self.on_batch(&cmds, done),
-            NodeMsg::Save { background, done } => self.on_save(background, done, self_tx),
+            NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
         }
     }
@@ -331,10 +343,19 @@ impl Node {
             let reply = match self.store.execute(args, now) {
                 Execution::Read(reply) => reply,
                 Execution::Write { commands, reply } => {
-                    for cmd in &commands {
-                        self.append(cmd);
+                    // A record the log cannot hold would stop the node: refuse the command
+                    // before anything of it is applied.
+                    if commands
+                        .iter()
+                        .any(|c| c.encoded_len_bound() > LOG_PAYLOAD_BYTES_MAX)
+                    {
+                        Reply::error("ERR command too large for the write-ahead log")
+                    } else {
+                        for cmd in &commands {
+                            self.append(cmd);
+                        }
+                        reply
                     }
-                    reply
                 }
             };
             if matches!(reply, Reply::Error(_)) {
@@ -376,16 +397,23 @@ impl Node {
         self.entries_since_snapshot += 1;
     }
 
-    fn submit(&mut self) {
+    /// Hands the records appended so far to the log writer.
+    fn flush_records(&mut self) {
         if !self.unsubmitted.is_empty() {
             self.wal.submit(std::mem::take(&mut self.unsubmitted));
         }
+    }
+
+    /// End of a round: hand records to the writer, publish figures, and start an automatic
+    /// snapshot when one is due.
+    fn submit(&mut self) {
+        self.flush_records();
         self.publish();
         if self.snapshot_every_entries > 0
             && self.entries_since_snapshot >= self.snapshot_every_entries
             && !self.snapshot_running
         {
-            self.start_background_snapshot(None);
+            self.start_background_snapshot();
         }
     }
 
@@ -418,12 +446,22 @@ impl Node {
     /// Deletes keys whose TTL has passed, through the log like any write, so replicas and a
     /// restart see the same deletions.
     fn on_tick_expire(&mut self) {
-        let keys = self.store.expired_keys(now_ms(), EXPIRE_KEYS_PER_TICK_MAX);
-        if keys.is_empty() {
-            return;
+        // Like Redis's active expiry: keep going while whole batches expire, within a time
+        // budget, so a burst of expiring keys is reclaimed fast without stalling clients.
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        loop {
+            let keys = self.store.expired_keys(now, EXPIRE_KEYS_PER_TICK_MAX);
+            let full = keys.len() == EXPIRE_KEYS_PER_TICK_MAX;
+            if keys.is_empty() {
+                return;
+            }
+            Stats::add(&self.stats.expired_keys, keys.len() as u64);
+            self.append(&Command::Del { keys });
+            if !full || started.elapsed() >= EXPIRE_TICK_BUDGET {
+                return;
+            }
         }
-        Stats::add(&self.stats.expired_keys, keys.len() as u64);
-        self.append(&Command::Del { keys });
     }
 
     fn publish(&self) {
@@ -439,58 +477,46 @@ impl Node {
         );
     }
 
-    fn on_save(
-        &mut self,
-        background: bool,
-        done: oneshot::Sender<Reply>,
-        tx: &mpsc::Sender<NodeMsg>,
-    ) {
+    fn on_save(&mut self, background: bool, done: oneshot::Sender<Reply>) {
+        // A client that went away does not need its reply.
         if background {
-            if self.snapshot_running {
-                let _ = done.send(Reply::error("ERR Background save already in progress"));
-                return;
-            }
-            self.start_background_snapshot(Some(tx.clone()));
-            let _ = done.send(Reply::Status("Background saving started"));
-            return;
-        }
-        if self.snapshot_running {
+            let reply = if self.snapshot_running {
+                Reply::error("ERR Background save already in progress")
+            } else {
+                self.start_background_snapshot();
+                Reply::Status("Background saving started")
+            };
+            let _ = done.send(reply);
+        } else if self.snapshot_running {
             // A foreground SAVE while a background one runs waits for it, then saves.
             self.save_waiters.push(done);
-            return;
+        } else {
+            let _ = done.send(save_reply(&self.snapshot_now()));
         }
-        self.submit();
-        let reply = match self.snapshot_now() {
-            Ok(pos) => {
-                self.on_snapshot_done(Ok(pos));
-                Reply::Ok
-            }
-            Err(e) => {
-                self.on_snapshot_done(Err(e.clone()));
-                Reply::error(format!("ERR {e}"))
-            }
-        };
-        let _ = done.send(reply);
     }
 
     /// Foreground snapshot: blocks the node, as Redis's `SAVE` does.
     fn snapshot_now(&mut self) -> Result<LogPosition, String> {
+        assert!(!self.snapshot_running, "one snapshot at a time");
+        self.flush_records();
         let pos = LogPosition {
             epoch: self.epoch,
             lsn: self.applied,
         };
-        let store = self.store.clone();
-        let wal = Arc::clone(&self.wal);
-        let dir = self.snapshot_dir.clone();
-        write_snapshot(&wal, &dir, &store, pos)
+        let result = write_snapshot(&self.wal, &self.snapshot_dir, &self.store, pos);
+        if result.is_ok() {
+            self.entries_since_snapshot = 0;
+        }
+        finish_snapshot_stats(&self.stats, &result);
+        self.publish();
+        result
     }
 
-    fn start_background_snapshot(&mut self, reply_to: Option<mpsc::Sender<NodeMsg>>) {
+    fn start_background_snapshot(&mut self) {
+        assert!(!self.snapshot_running, "one snapshot at a time");
         // Records must reach the writer before the clone so that syncing the writer in the
         // snapshot task covers every entry the snapshot reflects.
-        if !self.unsubmitted.is_empty() {
-            self.wal.submit(std::mem::take(&mut self.unsubmitted));
-        }
+        self.flush_records();
         let pos = LogPosition {
             epoch: self.epoch,
             lsn: self.applied,
@@ -502,15 +528,20 @@ impl Node {
         self.stats
             .bgsave_in_progress
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.snapshot_started_after = self.entries_since_snapshot;
         self.entries_since_snapshot = 0;
-        let tx = reply_to;
+        let tx = self.self_tx.clone();
         let stats = Arc::clone(&self.stats);
         tokio::task::spawn_blocking(move || {
             let result = write_snapshot(&wal, &dir, &store, pos);
-            match tx {
+            match tx.and_then(|tx| tx.upgrade()) {
                 Some(tx) => {
-                    // If the node has stopped, nobody needs the outcome.
-                    let _ = tx.blocking_send(NodeMsg::SnapshotDone(result));
+                    if let Err(unsent) = tx.blocking_send(NodeMsg::SnapshotDone(result)) {
+                        // The node stopped meanwhile: record the outcome for the figures only.
+                        if let NodeMsg::SnapshotDone(result) = unsent.0 {
+                            finish_snapshot_stats(&stats, &result);
+                        }
+                    }
                 }
                 None => finish_snapshot_stats(&stats, &result),
             }
@@ -518,21 +549,20 @@ impl Node {
     }
 
     fn on_snapshot_done(&mut self, result: Result<LogPosition, String>) {
+        assert!(
+            self.snapshot_running,
+            "a snapshot finished while none was running"
+        );
+        self.snapshot_running = false;
         finish_snapshot_stats(&self.stats, &result);
         if result.is_err() {
-            // Keep counting from before so the next automatic snapshot retries soon.
-            self.entries_since_snapshot = self.entries_since_snapshot.max(1);
+            self.entries_since_snapshot += self.snapshot_started_after;
         }
-        self.snapshot_running = false;
         let waiters = std::mem::take(&mut self.save_waiters);
         if !waiters.is_empty() {
-            let result = self.snapshot_now();
-            finish_snapshot_stats(&self.stats, &result);
-            let reply = match result {
-                Ok(_) => Reply::Ok,
-                Err(e) => Reply::error(format!("ERR {e}")),
-            };
+            let reply = save_reply(&self.snapshot_now());
             for w in waiters {
+                // A client that went away does not need its reply.
                 let _ = w.send(reply.clone());
             }
         }
@@ -541,6 +571,13 @@ impl Node {
     /// The log writer, shared with snapshot tasks; kept for shutdown.
     pub fn wal(&self) -> Arc<GroupCommit> {
         Arc::clone(&self.wal)
+    }
+}
+
+fn save_reply(result: &Result<LogPosition, String>) -> Reply {
+    match result {
+        Ok(_) => Reply::Ok,
+        Err(e) => Reply::error(format!("ERR {e}")),
     }
 }
 

@@ -18,7 +18,6 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// A non-blocking client socket registered with the runtime's reactor.
 pub struct Socket {
     fd: AsyncFd<TcpStream>,
-    scratch: Box<[u8]>,
 }
 
 impl Socket {
@@ -34,10 +33,7 @@ impl Socket {
         let fd = unsafe {
             AsyncFd::register_with_interest(std, Interest::READABLE | Interest::WRITABLE)?
         };
-        Ok(Socket {
-            fd,
-            scratch: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
-        })
+        Ok(Socket { fd })
     }
 
     /// The peer's address.
@@ -45,15 +41,14 @@ impl Socket {
         self.fd.get_ref().peer_addr().ok()
     }
 
-    /// Reads what is available (waiting until something is) and appends it to `buf`; 0 means
-    /// the peer closed its side.
+    /// Reads what is available (waiting until something is) through `scratch` and appends it
+    /// to `buf`; 0 means the peer closed its side.
     ///
     /// # Errors
     /// The read failed.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub async fn read_into(&self, buf: &mut BytesMut, scratch: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let scratch = &mut self.scratch;
             match guard.try_io(|s| s.get_ref().read(scratch)) {
                 Ok(Ok(n)) => {
                     if n > 0 && n < scratch.len() {
@@ -71,23 +66,56 @@ impl Socket {
         }
     }
 
+    /// Writes as much of `out` as the socket takes now, without waiting, and removes it from
+    /// `out`.
+    ///
+    /// # Errors
+    /// The write failed (the peer is gone).
+    pub fn try_write(&self, out: &mut BytesMut) -> io::Result<()> {
+        while !out.is_empty() {
+            match self.fd.get_ref().write(out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let _ = out.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        out.clear();
+        Ok(())
+    }
+
+    /// Waits until the socket takes some of `out`, writes it and removes it from `out`.
+    ///
+    /// # Errors
+    /// The write failed (the peer is gone).
+    pub async fn write_some(&self, out: &mut BytesMut) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|s| s.get_ref().write(out)) {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => {
+                    let _ = out.split_to(n);
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
     /// Writes all of `data`, waiting for room as needed.
     ///
     /// # Errors
     /// The write failed (the peer is gone).
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            // Try first: a socket with room takes the reply without a trip to the reactor.
-            match self.fd.get_ref().write(data) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut guard = self.fd.writable().await?;
-                    guard.clear_ready();
-                }
-                Err(e) => return Err(e),
-            }
+    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        let mut rest = BytesMut::from(data);
+        self.try_write(&mut rest)?;
+        while !rest.is_empty() {
+            self.write_some(&mut rest).await?;
         }
         Ok(())
     }
@@ -96,15 +124,5 @@ impl Socket {
     pub fn shutdown_write(&self) {
         // The peer may already be gone; then there is nothing to close.
         let _ = self.fd.get_ref().shutdown(Shutdown::Write);
-    }
-}
-
-impl Write for &Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.fd.get_ref().write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

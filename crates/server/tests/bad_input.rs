@@ -121,3 +121,29 @@ fn bad_config_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("sometimes"));
 }
+
+#[test]
+fn unauthenticated_clients_cannot_send_large_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--requirepass", "pw"]);
+
+    // Phase: before AUTH a bulk over 16 KiB is refused as soon as it is declared.
+    let (out, closed) = server.raw(b"*2\r\n$3\r\nGET\r\n$100000\r\n", T);
+    assert_eq!(text(&out), "-ERR Protocol error: invalid bulk length\r\n");
+    assert!(closed);
+
+    // Phase: after AUTH the configured limits apply.
+    let mut req = b"AUTH pw\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n".to_vec();
+    req.extend(std::iter::repeat_n(b'v', 100_000));
+    req.extend_from_slice(b"\r\nSTRLEN k\r\nQUIT\r\n");
+    let (out, _) = server.raw(&req, T);
+    assert_eq!(text(&out), "+OK\r\n+OK\r\n:100000\r\n+OK\r\n");
+
+    // Phase: a name with a newline is refused by HELLO as by CLIENT SETNAME.
+    let (out, _) = server.raw(b"HELLO 2 AUTH default pw SETNAME \"a\\nb\"\r\nQUIT\r\n", T);
+    assert!(
+        text(&out).starts_with("-ERR Client names cannot contain spaces"),
+        "{}",
+        text(&out)
+    );
+}

@@ -261,3 +261,107 @@ fn save_bgsave_and_lastsave() {
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 150);
     assert_eq!(c.get::<_, i64>("k149").unwrap(), 149);
 }
+
+#[test]
+fn a_client_that_sends_its_whole_pipeline_before_reading_is_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--fsync", "interval"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    // Phase: 60,000 GETs of a 1 KB key holding 1 KB, about 60 MB each way, are all written
+    // before a single reply is read, more than the socket buffers hold in either direction,
+    // as redis-py's pipeline.execute() does.
+    const N: usize = 60_000;
+    let key = "k".repeat(1000);
+    let value = "v".repeat(1000);
+    let mut c = server.client();
+    let _: () = c.set(&key, &value).unwrap();
+    let request = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    let reply = format!("${}\r\n{value}\r\n", value.len());
+    let pipeline = request.repeat(N).into_bytes();
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&pipeline).is_ok());
+    // The client reads nothing until its whole pipeline is written, as a single-threaded
+    // client does: the server must keep reading while its replies pile up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !sender.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deadlock: the server stopped reading"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Phase: every reply arrives.
+    let expected = reply.len() * N;
+    let mut got = Vec::with_capacity(expected);
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < expected {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed after {} bytes of replies", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(sender.join().unwrap());
+    assert!(got == reply.repeat(N).into_bytes(), "replies differ");
+}
+
+#[test]
+fn automatic_snapshots_leave_save_and_bgsave_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--snapshot-every-entries", "10"]);
+    let mut c = server.client();
+
+    // Phase: writes trigger several automatic snapshots.
+    for i in 0..55 {
+        let _: () = c.set(format!("k{i}"), i).unwrap();
+    }
+    // Phase: a SAVE pipelined right behind the write that crosses the threshold, then more.
+    let (out, _) = server.raw(
+        b"SET x 1\r\nPING\r\nSAVE\r\nQUIT\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "+OK\r\n+PONG\r\n+OK\r\n+OK\r\n"
+    );
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let mut started = false;
+    for _ in 0..100 {
+        match redis::cmd("BGSAVE").query::<String>(&mut c) {
+            Ok(s) => {
+                assert_eq!(s, "Background saving started");
+                started = true;
+                break;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("already in progress"), "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    assert!(started, "BGSAVE never started again");
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
+
+    // Phase: restart from those snapshots and the log after them.
+    drop(c);
+    assert!(server.terminate());
+    server.restart();
+    let mut c = server.client();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 56);
+}
+
+#[test]
+fn pipelined_replies_keep_the_protocol_they_were_sent_under() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (out, _) = server.raw(
+        b"GET nosuchkey\r\nHELLO 3\r\nGET nosuchkey\r\nQUIT\r\n",
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("$-1\r\n%7\r\n"), "{text}");
+    assert!(text.ends_with("_\r\n+OK\r\n"), "{text}");
+}

@@ -22,7 +22,7 @@ pub const SNAPSHOT_HEADER_BYTES: usize = 48;
 /// Bytes before each chunk's data: length and CRC.
 pub const SNAPSHOT_CHUNK_HEADER_BYTES: usize = 8;
 /// The largest chunk (256 MiB). A length above it in a file is corruption.
-pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 256 << 20;
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = (1 << 30) + (1 << 20);
 /// The value in a chunk's length field that marks the footer instead.
 pub const SNAPSHOT_END_MARKER: u32 = u32::MAX;
 /// Bytes of the footer.
