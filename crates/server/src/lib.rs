@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings from defaults, a TOML file, `REPLIKV_*` variables and flags.
 //! - [`node`]: the task that owns the key-value state and drives the write-ahead log.
+//! - [`log_writer`]: group commit (`fsync = always`) or inline writes (`fsync = interval`).
 //! - [`conn`]: client connections (RESP2/RESP3, pipelining, connection commands).
 //! - [`admin`]: `/health`, `/status`, `/metrics`.
 //! - [`info`]: `INFO` and `CONFIG GET` text.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod info;
+pub mod log_writer;
 pub mod node;
 pub mod shared;
 pub mod socket;

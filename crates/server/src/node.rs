@@ -8,12 +8,13 @@
 //! a write that a crash could still lose under the chosen durability.
 
 use crate::config::{Config, FsyncMode};
+use crate::log_writer::LogWriter;
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use replikv_core::{Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
 use replikv_storage::{
-    FsyncPolicy, GroupCommit, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter, Wal,
-    WalOptions, WalProgress,
+    FsyncPolicy, GroupCommit, InlineWal, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter,
+    Wal, WalOptions, WalProgress,
 };
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -123,7 +124,9 @@ pub struct Node {
     unsubmitted: Vec<LogRecord>,
     payload_arena: BytesMut,
     held: VecDeque<Held>,
-    wal: Arc<GroupCommit>,
+    wal: Arc<LogWriter>,
+    /// Set when an inline write failed; the node stops at the end of the round.
+    write_failure: Option<String>,
     wal_state: watch::Receiver<WalState>,
     stats: Arc<Stats>,
     snapshot_dir: PathBuf,
@@ -198,20 +201,21 @@ impl Node {
             failed: None,
         };
         let (state_tx, wal_state) = watch::channel(initial);
-        let policy = match config.fsync {
-            FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Interval => FsyncPolicy::IntervalMs(config.fsync_interval_ms),
-        };
-        let wal = GroupCommit::start(
-            wal,
-            policy,
+        let on_progress: Box<dyn Fn(Result<WalProgress, String>) + Send> =
             Box::new(move |report| {
                 state_tx.send_modify(|s| match report {
                     Ok(p) => s.progress = p,
                     Err(e) => s.failed = Some(e),
                 });
-            }),
-        );
+            });
+        let wal = match config.fsync {
+            FsyncMode::Always => {
+                LogWriter::Group(GroupCommit::start(wal, FsyncPolicy::Always, on_progress))
+            }
+            FsyncMode::Interval => {
+                LogWriter::Inline(InlineWal::start(wal, config.fsync_interval_ms, on_progress))
+            }
+        };
         Ok(Node {
             store,
             epoch,
@@ -222,6 +226,7 @@ impl Node {
             payload_arena: BytesMut::new(),
             held: VecDeque::new(),
             wal: Arc::new(wal),
+            write_failure: None,
             wal_state,
             stats,
             snapshot_dir,
@@ -282,6 +287,9 @@ impl Node {
                     self.submit();
                 }
             }
+            if let Some(e) = self.write_failure.take() {
+                break Err(Fatal::Wal(e));
+            }
         };
         self.stop(result)
     }
@@ -290,6 +298,10 @@ impl Node {
     /// on a fatal one, fail every held reply (their writes may not be durable).
     fn stop(mut self, result: Result<(), Fatal>) -> Result<(), Fatal> {
         self.flush_records();
+        let result = match self.write_failure.take() {
+            Some(e) => result.and(Err(Fatal::Wal(e))),
+            None => result,
+        };
         let result = result.and_then(|()| {
             let synced = self.wal.sync_now().map_err(|e| Fatal::Wal(e.to_string()))?;
             self.acked = self.acked.max(synced);
@@ -318,7 +330,7 @@ impl Node {
     ///
     /// # Errors
     /// The final sync failed.
-    pub fn close_wal(wal: Arc<GroupCommit>) -> Result<(), Fatal> {
+    pub fn close_wal(wal: Arc<LogWriter>) -> Result<(), Fatal> {
         match Arc::try_unwrap(wal) {
             Ok(wal) => wal.shutdown().map_err(|e| Fatal::Wal(e.to_string())),
             Err(shared) => shared
@@ -397,10 +409,22 @@ impl Node {
         self.entries_since_snapshot += 1;
     }
 
-    /// Hands the records appended so far to the log writer.
+    /// Hands the records appended so far to the log writer. When it writes them at once
+    /// (`fsync = interval`), the replies waiting for them are released here, in the same round.
     fn flush_records(&mut self) {
-        if !self.unsubmitted.is_empty() {
-            self.wal.submit(std::mem::take(&mut self.unsubmitted));
+        if self.unsubmitted.is_empty() {
+            return;
+        }
+        match self.wal.submit(std::mem::take(&mut self.unsubmitted)) {
+            Ok(Some(written)) => {
+                if self.fsync == FsyncMode::Interval {
+                    self.acked = self.acked.max(written);
+                    Stats::set(&self.stats.written_lsn, written.0);
+                    self.release();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.write_failure = Some(e.to_string()),
         }
     }
 
@@ -422,11 +446,14 @@ impl Node {
         if let Some(e) = state.failed {
             return Err(Fatal::Wal(e));
         }
-        self.acked = match self.fsync {
+        let reported = match self.fsync {
             FsyncMode::Always => state.progress.synced,
             FsyncMode::Interval => state.progress.written,
         };
-        Stats::set(&self.stats.written_lsn, state.progress.written.0);
+        // An inline writer may already have acknowledged past what a later fsync reports.
+        self.acked = self.acked.max(reported);
+        let written = Stats::get(&self.stats.written_lsn).max(state.progress.written.0);
+        Stats::set(&self.stats.written_lsn, written);
         Stats::set(&self.stats.durable_lsn, state.progress.synced.0);
         Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
         Stats::set(&self.stats.wal_records, self.wal.records_written());
@@ -569,7 +596,7 @@ impl Node {
     }
 
     /// The log writer, shared with snapshot tasks; kept for shutdown.
-    pub fn wal(&self) -> Arc<GroupCommit> {
+    pub fn wal(&self) -> Arc<LogWriter> {
         Arc::clone(&self.wal)
     }
 }
@@ -602,7 +629,7 @@ fn finish_snapshot_stats(stats: &Stats, result: &Result<LogPosition, String>) {
 /// Writes a snapshot of `store` (consistent at `pos`) and then drops the log it covers.
 /// The log is synced first, so it never ends before a snapshot that exists on disk.
 fn write_snapshot(
-    wal: &GroupCommit,
+    wal: &LogWriter,
     dir: &Path,
     store: &Store,
     pos: LogPosition,

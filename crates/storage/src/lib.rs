@@ -6,6 +6,9 @@
 //!   states the rule) and refusing corruption anywhere else.
 //! - [`GroupCommit`] ([`group_commit`]): a writer thread owning the [`Wal`] that shares one
 //!   fsync among every batch queued meanwhile, per [`FsyncPolicy`].
+//! - [`InlineWal`] ([`inline_wal`]): for `fsync = interval`, appends written on the caller's
+//!   thread and fsynced every interval by a background thread, without the writer-thread
+//!   round trip.
 //! - [`decode_record`] / [`encode_record`] ([`record`]): the record codec, also fuzzed.
 //! - [`SnapshotWriter`] / [`SnapshotReader`]: snapshot files written atomically and read with
 //!   every chunk checked.
@@ -41,6 +44,9 @@
 pub mod error;
 mod fs_util;
 pub mod group_commit;
+pub mod inline_wal;
+#[cfg(test)]
+mod inline_wal_test;
 pub mod record;
 pub mod recovery;
 pub mod segment;
@@ -55,6 +61,7 @@ mod wal_test;
 
 pub use error::WalError;
 pub use group_commit::{FsyncPolicy, GroupCommit, WalProgress, GROUP_COMMIT_DRAIN_MAX};
+pub use inline_wal::InlineWal;
 pub use record::{
     decode_record, encode_record, LogRecord, RecordError, RECORD_HEADER_BYTES,
     RECORD_PAYLOAD_BYTES_MAX,

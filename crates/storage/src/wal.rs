@@ -108,6 +108,28 @@ pub(crate) struct FaultPlan {
     pub spare_fails: bool,
 }
 
+/// A duplicate handle of the active segment taken by [`Wal::sync_handle`], to fdatasync without
+/// holding the log.
+#[derive(Debug)]
+pub(crate) struct SyncHandle {
+    file: File,
+    path: PathBuf,
+    /// The last LSN written to the OS when the handle was taken.
+    pub(crate) written: Lsn,
+    /// The failure the test plan injects into this fsync.
+    #[cfg(test)]
+    injected: std::io::Result<()>,
+}
+
+impl SyncHandle {
+    /// fdatasyncs the segment. Call it without holding the log.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        std::mem::replace(&mut self.injected, Ok(()))?;
+        self.file.sync_data()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum IoPoint {
     Write,
@@ -461,6 +483,65 @@ impl Wal {
         }
         self.stats.fsyncs += 1;
         self.synced = self.written;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// For an fsync made without holding the log (see [`InlineWal`](crate::InlineWal)): a
+    /// duplicate handle of the active segment and the last LSN written through it, or `None`
+    /// when everything written is already synced. Every record up to that LSN is in this file
+    /// or in an older segment, and older segments were fsynced when the log rolled past them, so
+    /// fdatasyncing the handle makes the whole prefix durable; report it with
+    /// [`sync_handle_done`](Wal::sync_handle_done). Buffered records are not written first.
+    ///
+    /// # Errors
+    /// Duplicating the handle failed (the log is poisoned: it could no longer be synced);
+    /// [`WalError::Poisoned`].
+    pub(crate) fn sync_handle(&mut self) -> Result<Option<SyncHandle>, WalError> {
+        self.check_usable()?;
+        if self.synced == self.written {
+            return Ok(None);
+        }
+        let (Some(file), Some(seg)) = (self.active.as_ref(), self.segments.last()) else {
+            unreachable!("written records without an active segment");
+        };
+        let file = match file.try_clone() {
+            Ok(file) => file,
+            Err(e) => {
+                let path = seg.path.clone();
+                return Err(self.poison(WalError::io("duplicate segment handle", &path, e)));
+            }
+        };
+        #[cfg(test)]
+        let injected = self.faults.fire(IoPoint::Fsync);
+        Ok(Some(SyncHandle {
+            file,
+            path: seg.path.clone(),
+            written: self.written,
+            #[cfg(test)]
+            injected,
+        }))
+    }
+
+    /// Records the outcome of fdatasyncing a [`SyncHandle`]: on success `synced` advances to
+    /// the handle's LSN (never backwards: a roll may have synced further meanwhile); on
+    /// failure the log is poisoned.
+    ///
+    /// # Errors
+    /// The fsync failed (the log is now poisoned); [`WalError::Poisoned`] when the log failed
+    /// meanwhile (the fsync's success then changes nothing).
+    pub(crate) fn sync_handle_done(
+        &mut self,
+        handle: &SyncHandle,
+        result: std::io::Result<()>,
+    ) -> Result<(), WalError> {
+        self.check_usable()?;
+        if let Err(e) = result {
+            return Err(self.poison(WalError::io("fsync segment", &handle.path, e)));
+        }
+        self.stats.fsyncs += 1;
+        debug_assert!(handle.written <= self.written, "written never goes back");
+        self.synced = self.synced.max(handle.written);
         self.check_invariants();
         Ok(())
     }
