@@ -24,19 +24,29 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a node with its own data dir and ports, and waits until it answers PING.
+    /// Starts a node with its own data dir and ports, and waits until it answers PING. Free
+    /// ports are picked by binding and releasing them, which races with other tests: when the
+    /// node cannot listen, it is tried again on other ports.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut s = Server {
             child: None,
-            port: free_port(),
-            admin_port: free_port(),
+            port: 0,
+            admin_port: 0,
             dir: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: dir.join("server.log"),
         };
-        s.spawn();
-        s.wait_ready();
-        s
+        for _attempt in 0..5 {
+            s.port = free_port();
+            s.admin_port = free_port();
+            s.spawn();
+            match s.try_wait_ready() {
+                Ok(()) => return s,
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("replikv did not start; log:\n{log}"),
+            }
+        }
+        panic!("replikv found no free ports; log:\n{}", s.log_text());
     }
 
     fn spawn(&mut self) {
@@ -63,6 +73,13 @@ impl Server {
 
     /// Waits (at most 30 s) until the node answers PING.
     pub fn wait_ready(&mut self) {
+        if let Err(log) = self.try_wait_ready() {
+            panic!("replikv did not become ready; log:\n{log}");
+        }
+    }
+
+    /// Waits (at most 30 s) until the node answers PING; the log when it exits or times out.
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -73,25 +90,19 @@ impl Server {
                     if s.read_exact(&mut buf).is_ok()
                         && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
                     {
-                        return;
+                        return Ok(());
                     }
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "replikv exited early with {status}; log:\n{}",
-                    self.log_text()
-                );
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_status)) = c.try_wait() {
+                    self.child = None;
+                    return Err(self.log_text());
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "replikv did not become ready; log:\n{}",
-                self.log_text()
-            );
+            if Instant::now() >= deadline {
+                return Err(self.log_text());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
