@@ -502,6 +502,8 @@ impl Node {
             &self.stats.changes_since_last_save,
             self.entries_since_snapshot,
         );
+        Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
+        Stats::set(&self.stats.wal_records, self.wal.records_written());
     }
 
     fn on_save(&mut self, background: bool, done: oneshot::Sender<Reply>) {

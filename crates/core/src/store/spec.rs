@@ -24,7 +24,7 @@ const READ: bool = false;
 const WRITE: bool = true;
 
 /// Every data command, sorted by name (binary search relies on it; a test checks it).
-pub(super) static SPECS: [CommandSpec; 41] = [
+const SPECS_TABLE: [CommandSpec; 41] = [
     spec("append", 3, WRITE, 1, 1, 1),
     spec("dbsize", 1, READ, 0, 0, 0),
     spec("decr", 2, WRITE, 1, 1, 1),
@@ -71,19 +71,44 @@ pub(super) static SPECS: [CommandSpec; 41] = [
 /// Longest command name in the table; longer names are not data commands.
 const NAME_LEN_MAX: usize = 11;
 
+/// Every data command's spec, sorted by name.
+pub(super) static SPECS: [CommandSpec; 41] = SPECS_TABLE;
+
+/// Each name of `SPECS` packed into an integer (see [`pack`]), in the same order: the lookup on
+/// every command compares integers rather than strings.
+static PACKED_NAMES: [u128; 41] = {
+    let mut keys = [0u128; 41];
+    let mut i = 0;
+    while i < SPECS_TABLE.len() {
+        keys[i] = pack(SPECS_TABLE[i].name.as_bytes());
+        i += 1;
+    }
+    keys
+};
+
+/// A name of at most 16 bytes as a big-endian integer, zero-padded on the right: for names
+/// without NUL bytes integer order is the names' byte order, so `PACKED_NAMES` stays sorted.
+const fn pack(name: &[u8]) -> u128 {
+    let mut key = 0u128;
+    let mut i = 0;
+    while i < 16 {
+        key <<= 8;
+        if i < name.len() {
+            key |= name[i].to_ascii_lowercase() as u128;
+        }
+        i += 1;
+    }
+    key
+}
+
 /// The spec named `name`, compared ASCII case-insensitively.
 pub(super) fn find(name: &[u8]) -> Option<&'static CommandSpec> {
-    if name.len() > NAME_LEN_MAX {
+    // Longer names are none of ours; a NUL byte would alias the padding.
+    if name.len() > NAME_LEN_MAX || name.contains(&0) {
         return None;
     }
-    let mut lower = [0u8; NAME_LEN_MAX];
-    let lower = lower.get_mut(..name.len())?;
-    for (dst, src) in lower.iter_mut().zip(name) {
-        *dst = src.to_ascii_lowercase();
-    }
-    let lower: &[u8] = lower;
-    SPECS
-        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
+    PACKED_NAMES
+        .binary_search(&pack(name))
         .ok()
         .and_then(|i| SPECS.get(i))
 }
