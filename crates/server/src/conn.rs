@@ -720,7 +720,10 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
         }
         b"get" => err("ERR wrong number of arguments for 'config|get' command"),
         b"set" => err("ERR CONFIG SET is not supported: restart the node with the new setting (flag, REPLIKV_* variable or config file)"),
-        b"resetstat" => ok(),
+        b"resetstat" => {
+            shared.stats.reset_counters();
+            ok()
+        }
         _ => err(format!(
             "ERR unknown subcommand '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&args[0])

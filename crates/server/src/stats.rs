@@ -83,6 +83,22 @@ impl Stats {
         gauge.store(v, Ordering::Relaxed);
     }
 
+    /// Zeroes the counters `CONFIG RESETSTAT` resets in Redis (gauges and log positions stay).
+    pub fn reset_counters(&self) {
+        for counter in [
+            &self.total_connections_received,
+            &self.rejected_connections,
+            &self.total_commands_processed,
+            &self.total_error_replies,
+            &self.total_net_input_bytes,
+            &self.total_net_output_bytes,
+            &self.protocol_errors,
+            &self.expired_keys,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The fatal error, if the node stopped on one.
     pub fn fatal(&self) -> Option<String> {
         self.fatal.lock().ok().and_then(|g| g.clone())

@@ -181,6 +181,18 @@ fn connection_commands_resp3_and_auth() {
         "{only}"
     );
 
+    // Phase: CONFIG RESETSTAT zeroes the command counters; CONFIG GET answers Redis's names.
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    // RESETSTAT itself counts once it has run, as in Redis.
+    assert!(stats.contains("total_commands_processed:1\r\n"), "{stats}");
+    let fsync: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(fsync, vec!["appendfsync".to_string(), "always".to_string()]);
+
     // Phase: HELLO 3 switches this connection to RESP3: a map reply and `_` nulls.
     let (out, _) = server.raw(
         b"HELLO 3 AUTH default s3cret\r\nGET missing\r\nQUIT\r\n",
