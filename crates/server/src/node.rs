@@ -428,10 +428,38 @@ impl Node {
         }
     }
 
+    /// The node's positions and held replies are consistent: nothing is acknowledged past what
+    /// was applied, and held replies wait in LSN order for LSNs not yet acknowledged.
+    fn check_invariants(&self) {
+        assert!(
+            self.acked <= self.applied,
+            "acked {} <= applied {}",
+            self.acked,
+            self.applied
+        );
+        if let Some(front) = self.held.front() {
+            assert!(
+                front.lsn > self.acked,
+                "held {} is past acked {}",
+                front.lsn,
+                self.acked
+            );
+        }
+        // Walking the held replies costs more than a round: debug builds only.
+        debug_assert!(
+            self.held
+                .iter()
+                .zip(self.held.iter().skip(1))
+                .all(|(a, b)| a.lsn <= b.lsn),
+            "held replies are in LSN order"
+        );
+    }
+
     /// End of a round: hand records to the writer, publish figures, and start an automatic
     /// snapshot when one is due.
     fn submit(&mut self) {
         self.flush_records();
+        self.check_invariants();
         self.publish();
         if self.snapshot_every_entries > 0
             && self.entries_since_snapshot >= self.snapshot_every_entries
