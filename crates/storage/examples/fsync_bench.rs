@@ -13,38 +13,12 @@
 //! zero fill to a helper thread).
 
 use bytes::Bytes;
-use replikv_core::{Epoch, LogPosition, Lsn};
-use replikv_storage::{LogRecord, Wal, WalOptions};
-use std::path::PathBuf;
+mod common;
+
+use common::{batch, micros, parse_args, Args, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
+use replikv_core::Lsn;
+use replikv_storage::{Wal, WalOptions};
 use std::time::{Duration, Instant};
-
-/// Records per round and their payload size: 16 × (24 + 120) = 2304 bytes per batch.
-const RECORDS_PER_ROUND: u64 = 16;
-const PAYLOAD_BYTES: usize = 120;
-/// Runs of each configuration; the median is reported.
-const RUNS: usize = 3;
-
-struct Args {
-    rounds: u64,
-    dir: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        rounds: 2000,
-        dir: std::env::temp_dir(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--rounds" => args.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            "--dir" => args.dir = PathBuf::from(value),
-            _ => return Err(format!("unknown argument {flag}")),
-        }
-    }
-    Ok(args)
-}
 
 /// What one run measured: the duration of every round.
 struct Run {
@@ -55,20 +29,11 @@ struct Run {
 
 impl Run {
     fn total(&self) -> Duration {
-        self.rounds.iter().sum()
+        common::total(&self.rounds)
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.rounds.clone();
-        sorted.sort();
-        // Rounds are at most a few thousand: the index fits any float and usize.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[at]
+        common::percentile(&self.rounds, p)
     }
 }
 
@@ -80,24 +45,13 @@ fn run(args: &Args, segment_bytes_max: u64, preallocate: bool) -> Result<Run, St
     };
     let (mut wal, _) = Wal::open(opts, Lsn::ZERO).map_err(|e| e.to_string())?;
     let payload = Bytes::from(vec![b'v'; PAYLOAD_BYTES]);
-    let batch = |round: u64| -> Vec<LogRecord> {
-        (0..RECORDS_PER_ROUND)
-            .map(|i| LogRecord {
-                pos: LogPosition {
-                    epoch: Epoch(1),
-                    lsn: Lsn(round * RECORDS_PER_ROUND + i + 1),
-                },
-                payload: payload.clone(),
-            })
-            .collect()
-    };
     // Round 0 creates the first segment (and with preallocation waits for its zero fill);
     // not timed, like a server that has been running a while.
-    wal.append(&batch(0)).map_err(|e| e.to_string())?;
+    wal.append(&batch(&payload, 0)).map_err(|e| e.to_string())?;
     wal.sync().map_err(|e| e.to_string())?;
     let mut rounds = Vec::with_capacity(usize::try_from(args.rounds).unwrap_or(0));
     for round in 1..=args.rounds {
-        let records = batch(round);
+        let records = batch(&payload, round);
         let start = Instant::now();
         wal.append(&records).map_err(|e| e.to_string())?;
         wal.flush().map_err(|e| e.to_string())?;
@@ -110,10 +64,6 @@ fn run(args: &Args, segment_bytes_max: u64, preallocate: bool) -> Result<Run, St
         segments_created: stats.segments_created,
         segments_from_spare: stats.segments_from_spare,
     })
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 fn main() -> Result<(), String> {

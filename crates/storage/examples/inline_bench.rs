@@ -14,53 +14,16 @@
 //! segments; the table gives the median run. `--dir` should be on the disk to measure.
 
 use bytes::Bytes;
-use replikv_core::{Epoch, LogPosition, Lsn};
-use replikv_storage::{FsyncPolicy, GroupCommit, InlineWal, LogRecord, Wal, WalOptions};
-use std::path::PathBuf;
+mod common;
+
+use common::{batch, micros, parse_args, Args, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
+use replikv_core::Lsn;
+use replikv_storage::{FsyncPolicy, GroupCommit, InlineWal, Wal, WalOptions};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Records per round and their payload size: 16 × (24 + 120) = 2304 bytes per batch.
-const RECORDS_PER_ROUND: u64 = 16;
-const PAYLOAD_BYTES: usize = 120;
 const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 const INTERVAL_MS: u64 = 1000;
-/// Runs of each configuration; the median is reported.
-const RUNS: usize = 3;
-
-struct Args {
-    rounds: u64,
-    dir: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        rounds: 2000,
-        dir: std::env::temp_dir(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--rounds" => args.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            "--dir" => args.dir = PathBuf::from(value),
-            _ => return Err(format!("unknown argument {flag}")),
-        }
-    }
-    Ok(args)
-}
-
-fn batch(payload: &Bytes, round: u64) -> Vec<LogRecord> {
-    (0..RECORDS_PER_ROUND)
-        .map(|i| LogRecord {
-            pos: LogPosition {
-                epoch: Epoch(1),
-                lsn: Lsn(round * RECORDS_PER_ROUND + i + 1),
-            },
-            payload: payload.clone(),
-        })
-        .collect()
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -76,20 +39,11 @@ struct Run {
 
 impl Run {
     fn total(&self) -> Duration {
-        self.rounds.iter().sum()
+        common::total(&self.rounds)
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.rounds.clone();
-        sorted.sort();
-        // Rounds are at most a few thousand: the index fits any float and usize.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[at]
+        common::percentile(&self.rounds, p)
     }
 }
 
@@ -140,10 +94,6 @@ fn run(args: &Args, mode: Mode) -> Result<Run, String> {
             Ok(Run { rounds, fsyncs })
         }
     }
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 fn main() -> Result<(), String> {
