@@ -1,4 +1,5 @@
-//! replikv's wire protocol: the RESP codec between clients and a node.
+//! replikv's wire protocols: the RESP codec between clients and a node, and the peer frame
+//! codec between nodes.
 //!
 //! Requests come in as RESP multibulk arrays (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) or inline
 //! command lines (`GET k\r\n`), parsed with Redis 7's rules, limits and error texts. Replies
@@ -14,6 +15,9 @@
 //!   `protocol`: [`Protocol`].
 //! - `frame_parser`: [`parse_frame`], a RESP2/RESP3 reply decoder for clients and tests.
 //! - `number`: [`parse_i64`] (Redis's `string2ll`) and [`format_double`] (Redis's `d2string`).
+//! - `peer`: the node-to-node protocol: [`encode_frame`] and [`decode_frame`] for
+//!   [`PeerMessage`]s in checksummed frames, and [`auth_mac`] / [`verify_mac`] for the mutual
+//!   handshake over a [`Transcript`]. Layouts in `docs/design/peer-protocol.md`.
 //!
 //! # Example
 //! ```
@@ -41,6 +45,7 @@ mod frame;
 mod frame_parser;
 mod limits;
 mod number;
+mod peer;
 mod protocol;
 mod protocol_error;
 mod request;
@@ -56,6 +61,12 @@ pub use frame::Frame;
 pub use frame_parser::{parse_frame, FRAME_DEPTH_MAX};
 pub use limits::{Limits, HEADER_BYTES_MAX};
 pub use number::{format_double, parse_i64, DOUBLE_TEXT_BYTES_MAX};
+pub use peer::{
+    auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, PeerError, PeerMessage,
+    PeerMessageKind, PeerRecord, Transcript, PEER_BODY_BYTES_MAX_DEFAULT,
+    PEER_CONTROL_BODY_BYTES_MAX, PEER_FRAME_HEADER_BYTES, PEER_MAC_BYTES, PEER_MAGIC,
+    PEER_NONCE_BYTES, PEER_PROTOCOL_VERSION,
+};
 pub use protocol::Protocol;
 pub use protocol_error::ProtocolError;
 pub use request::parse_request;

@@ -5,7 +5,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::BytesMut;
-use replikv_proto::{parse_frame, parse_request, Frame, Limits, RequestDecoder};
+use replikv_proto::{
+    decode_frame, parse_frame, parse_request, Frame, Limits, PeerError, PeerMessageKind,
+    RequestDecoder, PEER_BODY_BYTES_MAX_DEFAULT, PEER_MAGIC, PEER_PROTOCOL_VERSION,
+};
 
 struct LargestAllocation;
 
@@ -82,4 +85,43 @@ fn declared_reply_sizes_allocate_little_up_front() {
             "largest allocation {largest} bytes for {input:?}"
         );
     }
+}
+
+/// A peer frame header declaring `body_bytes` of `kind`, without the checksum or body.
+fn peer_header(kind: PeerMessageKind, body_bytes: u32) -> BytesMut {
+    let mut header = BytesMut::new();
+    header.extend_from_slice(&PEER_MAGIC);
+    header.extend_from_slice(&PEER_PROTOCOL_VERSION.to_le_bytes());
+    header.extend_from_slice(&kind.code().to_le_bytes());
+    header.extend_from_slice(&body_bytes.to_le_bytes());
+    header
+}
+
+#[test]
+fn declared_peer_body_over_the_limit_is_refused_without_allocating() {
+    let mut over = peer_header(PeerMessageKind::Entries, u32::MAX);
+    let mut result = Ok(None);
+    let largest = largest_allocation(|| {
+        result = decode_frame(&mut over, PEER_BODY_BYTES_MAX_DEFAULT);
+    });
+    assert!(
+        matches!(result, Err(PeerError::BodyTooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(largest, 0, "largest allocation {largest} bytes");
+}
+
+#[test]
+fn declared_peer_body_under_the_limit_allocates_nothing_while_awaited() {
+    let body_bytes = u32::try_from(PEER_BODY_BYTES_MAX_DEFAULT).unwrap();
+    let mut header = peer_header(PeerMessageKind::SnapshotChunk, body_bytes);
+    header.extend_from_slice(&[0; 4 + 100]);
+    let capacity = header.capacity();
+    let mut result = Err(PeerError::UnknownKind { kind: 0 });
+    let largest = largest_allocation(|| {
+        result = decode_frame(&mut header, PEER_BODY_BYTES_MAX_DEFAULT);
+    });
+    assert_eq!(result, Ok(None));
+    assert_eq!(largest, 0, "largest allocation {largest} bytes");
+    assert_eq!(header.capacity(), capacity, "the decoder reserved room");
 }
