@@ -15,26 +15,16 @@
 use bytes::Bytes;
 mod common;
 
-use common::{batch, micros, parse_args, Args, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
+use common::{batch, micros, parse_args, Args, Timings, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
 use replikv_core::Lsn;
 use replikv_storage::{Wal, WalOptions};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What one run measured: the duration of every round.
 struct Run {
-    rounds: Vec<Duration>,
+    rounds: Timings,
     segments_created: u64,
     segments_from_spare: u64,
-}
-
-impl Run {
-    fn total(&self) -> Duration {
-        common::total(&self.rounds)
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        common::percentile(&self.rounds, p)
-    }
 }
 
 fn run(args: &Args, segment_bytes_max: u64, preallocate: bool) -> Result<Run, String> {
@@ -60,7 +50,7 @@ fn run(args: &Args, segment_bytes_max: u64, preallocate: bool) -> Result<Run, St
     }
     let stats = wal.stats();
     Ok(Run {
-        rounds,
+        rounds: Timings(rounds),
         segments_created: stats.segments_created,
         segments_from_spare: stats.segments_from_spare,
     })
@@ -97,10 +87,10 @@ fn main() -> Result<(), String> {
         }
         for (slot, preallocate) in [(0, false), (1, true)] {
             let mut these = std::mem::take(&mut runs[slot]);
-            these.sort_by_key(Run::total);
+            these.sort_by_key(|r| r.rounds.total());
             let median = &these[these.len() / 2];
-            let total = median.total();
-            let n = median.rounds.len().max(1);
+            let total = median.rounds.total();
+            let n = median.rounds.count();
             println!(
                 "{:>6} KiB {:>12} {:>9.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>4} ({} spare)",
                 segment_bytes_max >> 10,
@@ -108,9 +98,9 @@ fn main() -> Result<(), String> {
                 total.as_secs_f64() * 1e3,
                 n as f64 / total.as_secs_f64(),
                 micros(total) / n as f64,
-                micros(median.percentile(0.5)),
-                micros(median.percentile(0.99)),
-                micros(median.percentile(1.0)),
+                micros(median.rounds.percentile(0.5)),
+                micros(median.rounds.percentile(0.99)),
+                micros(median.rounds.percentile(1.0)),
                 median.segments_created,
                 median.segments_from_spare,
             );

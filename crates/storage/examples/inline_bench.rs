@@ -16,11 +16,11 @@
 use bytes::Bytes;
 mod common;
 
-use common::{batch, micros, parse_args, Args, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
+use common::{batch, micros, parse_args, Args, Timings, PAYLOAD_BYTES, RECORDS_PER_ROUND, RUNS};
 use replikv_core::Lsn;
 use replikv_storage::{FsyncPolicy, GroupCommit, InlineWal, Wal, WalOptions};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 const INTERVAL_MS: u64 = 1000;
@@ -33,18 +33,8 @@ enum Mode {
 
 /// The duration of every round of one run, and the fsyncs it made.
 struct Run {
-    rounds: Vec<Duration>,
+    rounds: Timings,
     fsyncs: u64,
-}
-
-impl Run {
-    fn total(&self) -> Duration {
-        common::total(&self.rounds)
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        common::percentile(&self.rounds, p)
-    }
 }
 
 fn run(args: &Args, mode: Mode) -> Result<Run, String> {
@@ -78,7 +68,10 @@ fn run(args: &Args, mode: Mode) -> Result<Run, String> {
             }
             let fsyncs = gc.fsync_count();
             gc.shutdown().map_err(|e| e.to_string())?;
-            Ok(Run { rounds, fsyncs })
+            Ok(Run {
+                rounds: Timings(rounds),
+                fsyncs,
+            })
         }
         Mode::Inline => {
             let log = InlineWal::start(wal, INTERVAL_MS, on_progress);
@@ -91,7 +84,10 @@ fn run(args: &Args, mode: Mode) -> Result<Run, String> {
             }
             let fsyncs = log.fsync_count();
             log.shutdown().map_err(|e| e.to_string())?;
-            Ok(Run { rounds, fsyncs })
+            Ok(Run {
+                rounds: Timings(rounds),
+                fsyncs,
+            })
         }
     }
 }
@@ -122,19 +118,19 @@ fn main() -> Result<(), String> {
     }
     for (slot, (_, name)) in modes.iter().enumerate() {
         let mut these = std::mem::take(&mut runs[slot]);
-        these.sort_by_key(Run::total);
+        these.sort_by_key(|r| r.rounds.total());
         let median = &these[these.len() / 2];
-        let total = median.total();
-        let n = median.rounds.len().max(1);
+        let total = median.rounds.total();
+        let n = median.rounds.count();
         println!(
             "{:>13} {:>9.1} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>7}",
             name,
             total.as_secs_f64() * 1e3,
             n as f64 / total.as_secs_f64(),
             micros(total) / n as f64,
-            micros(median.percentile(0.5)),
-            micros(median.percentile(0.99)),
-            micros(median.percentile(1.0)),
+            micros(median.rounds.percentile(0.5)),
+            micros(median.rounds.percentile(0.99)),
+            micros(median.rounds.percentile(1.0)),
             median.fsyncs,
         );
     }

@@ -2,25 +2,14 @@
 //! and the failure is reported once. Failures are injected through the test-only `FaultPlan`.
 
 use crate::{InlineWal, LogRecord, Wal, WalError, WalOptions, WalProgress};
-use bytes::Bytes;
-use replikv_core::{Epoch, LogPosition, Lsn};
+use replikv_core::Lsn;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 type Progress = Result<WalProgress, String>;
 
-fn recs(first: u64, last: u64) -> Vec<LogRecord> {
-    (first..=last)
-        .map(|lsn| LogRecord {
-            pos: LogPosition {
-                epoch: Epoch(1),
-                lsn: Lsn(lsn),
-            },
-            payload: Bytes::from(format!("payload {lsn}")),
-        })
-        .collect()
-}
+use crate::wal_test::recs;
 
 /// A log holding records 1..=3, synced.
 fn open_synced(dir: &Path) -> Wal {

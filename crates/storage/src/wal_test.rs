@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn recs(first: u64, last: u64) -> Vec<LogRecord> {
+/// Records `first..=last` in epoch 1 with small distinct payloads; shared by the crate's
+/// fault-injection tests.
+pub(crate) fn recs(first: u64, last: u64) -> Vec<LogRecord> {
     (first..=last)
         .map(|lsn| LogRecord {
             pos: LogPosition {

@@ -49,23 +49,33 @@ pub fn batch(payload: &Bytes, round: u64) -> Vec<LogRecord> {
         .collect()
 }
 
-/// The sum of round durations.
-pub fn total(rounds: &[Duration]) -> Duration {
-    rounds.iter().sum()
-}
+/// The duration of every round of one run.
+pub struct Timings(pub Vec<Duration>);
 
-/// The `p` quantile (0..=1) of round durations.
-pub fn percentile(rounds: &[Duration], p: f64) -> Duration {
-    let mut sorted = rounds.to_vec();
-    sorted.sort();
-    // Rounds are at most a few thousand: the index fits any float and usize.
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[at]
+impl Timings {
+    /// The sum of round durations.
+    pub fn total(&self) -> Duration {
+        self.0.iter().sum()
+    }
+
+    /// How many rounds (at least 1, to divide by).
+    pub fn count(&self) -> usize {
+        self.0.len().max(1)
+    }
+
+    /// The `p` quantile (0..=1) of round durations.
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        // Rounds are at most a few thousand: the index fits any float and usize.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+        sorted[at]
+    }
 }
 
 pub fn micros(d: Duration) -> f64 {
