@@ -217,13 +217,14 @@ async fn read_round(
             continue;
         }
         count += 1;
-        if is_local(&args[0]) {
+        let local = find_local(&args[0]);
+        if local.is_some() {
             // Data commands sent before a connection command run first, and are encoded in
             // the protocol in force when they were sent (before a HELLO that changes it).
             flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
         }
         let was_authenticated = conn.authenticated;
-        let outcome = local_command(conn, shared, &args).await;
+        let outcome = local_command(conn, shared, &args, local).await;
         if conn.authenticated && !was_authenticated {
             *decoder = RequestDecoder::new(request_limits(shared, true));
         }
@@ -291,10 +292,23 @@ fn request_limits(shared: &Shared, authenticated: bool) -> Limits {
     }
 }
 
-fn is_local(name: &[u8]) -> bool {
+/// The connection command named `name` (any case) with its arity, if it is one.
+fn find_local(name: &[u8]) -> Option<(&'static str, i32)> {
     LOCAL_COMMANDS
         .iter()
-        .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// Whether `argument_count` (name included) satisfies a Redis arity (negative: at least).
+fn arity_ok(arity: i32, argument_count: usize) -> bool {
+    let n = i64::try_from(argument_count).unwrap_or(i64::MAX);
+    let arity = i64::from(arity);
+    if arity >= 0 {
+        n == arity
+    } else {
+        n >= -arity
+    }
 }
 
 fn node_stopped() -> Frame {
@@ -384,27 +398,26 @@ fn wrong_arity(name: &str) -> Frame {
 }
 
 /// Handles a connection command, or says it is a data command.
-async fn local_command(conn: &mut Conn, shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+async fn local_command(
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
+    args: &[Bytes],
+    local: Option<(&'static str, i32)>,
+) -> Local {
     let name = &args[0];
-    let Some(&(cname, arity)) = LOCAL_COMMANDS
-        .iter()
-        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-    else {
+    let Some((cname, arity)) = local else {
         // As in Redis, an unknown command or a wrong argument count is reported before a
         // missing AUTH; the node answers those.
         if !conn.authenticated {
-            let known_with_arity = Store::command_spec(name).is_some_and(|spec| {
-                let n = args.len() as i32;
-                (spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity)
-            });
+            let known_with_arity =
+                Store::command_spec(name).is_some_and(|spec| arity_ok(spec.arity, args.len()));
             if known_with_arity {
                 return Local::Reply(err("NOAUTH Authentication required."));
             }
         }
         return Local::Data;
     };
-    let n = args.len() as i32;
-    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+    if !arity_ok(arity, args.len()) {
         return Local::Reply(wrong_arity(cname));
     }
     if !conn.authenticated && !matches!(cname, "auth" | "hello" | "quit") {
