@@ -10,6 +10,8 @@
 //!   applying them.
 //! - [`reply`]: [`Reply`], protocol-independent replies.
 //! - [`glob`]: Redis's glob-style pattern matching (`KEYS`, `SCAN MATCH`).
+//! - [`replication`]: acknowledgement modes and commit rules, replica progress and the in-sync
+//!   set, held replies, follower checks, consistency tokens and session guarantees.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -33,6 +35,7 @@
 pub mod command;
 pub mod glob;
 pub mod position;
+pub mod replication;
 pub mod reply;
 pub mod store;
 
@@ -45,5 +48,6 @@ mod store_test;
 
 pub use command::{Command, CommandDecodeError, Expiry};
 pub use position::{Epoch, LogPosition, Lsn};
+pub use replication::AckMode;
 pub use reply::Reply;
 pub use store::{CommandSpec, Execution, KeyspaceStats, Store, SNAPSHOT_CHUNK_BYTES_TARGET};

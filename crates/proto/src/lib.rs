@@ -62,8 +62,8 @@ pub use frame_parser::{parse_frame, FRAME_DEPTH_MAX};
 pub use limits::{Limits, HEADER_BYTES_MAX};
 pub use number::{format_double, parse_i64, DOUBLE_TEXT_BYTES_MAX};
 pub use peer::{
-    auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, PeerError, PeerMessage,
-    PeerMessageKind, PeerRecord, Transcript, PEER_BODY_BYTES_MAX_DEFAULT,
+    auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, DownstreamReplica, PeerError,
+    PeerMessage, PeerMessageKind, PeerRecord, Transcript, PEER_BODY_BYTES_MAX_DEFAULT,
     PEER_CONTROL_BODY_BYTES_MAX, PEER_FRAME_HEADER_BYTES, PEER_MAC_BYTES, PEER_MAGIC,
     PEER_NONCE_BYTES, PEER_PROTOCOL_VERSION,
 };

@@ -5,8 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use replikv_core::{Epoch, LogPosition, Lsn};
 use replikv_proto::{
-    auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, PeerMessage, PeerMessageKind,
-    PeerRecord, Transcript, PEER_BODY_BYTES_MAX_DEFAULT, PEER_PROTOCOL_VERSION,
+    auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, DownstreamReplica, PeerMessage,
+    PeerMessageKind, PeerRecord, Transcript, PEER_BODY_BYTES_MAX_DEFAULT, PEER_PROTOCOL_VERSION,
 };
 
 fn pos(epoch: u64, lsn: u64) -> LogPosition {
@@ -39,6 +39,14 @@ fn every_message() -> Vec<PeerMessage> {
         PeerMessage::Fetch {
             from: pos(4, 100),
             epoch: Epoch(5),
+            history: 0x5eed,
+            listen_port: 6380,
+        },
+        PeerMessage::Fetch {
+            from: pos(0, 0),
+            epoch: Epoch(0),
+            history: 0,
+            listen_port: u16::MAX,
         },
         PeerMessage::Entries {
             epoch: Epoch(5),
@@ -70,6 +78,29 @@ fn every_message() -> Vec<PeerMessage> {
             durable: Lsn(102),
             applied: Lsn(101),
         },
+        PeerMessage::Downstream {
+            replicas: vec![
+                DownstreamReplica {
+                    node_id: "node-3".into(),
+                    addr: "10.0.0.3:6379".into(),
+                    durable: Lsn(102),
+                    applied: Lsn(101),
+                    lag_ms: 12,
+                    via: "node-2".into(),
+                },
+                DownstreamReplica {
+                    node_id: "node-4".into(),
+                    addr: "[fd00::4]:6379".into(),
+                    durable: Lsn::ZERO,
+                    applied: Lsn::ZERO,
+                    lag_ms: u64::MAX,
+                    via: "node-3".into(),
+                },
+            ],
+        },
+        PeerMessage::Downstream {
+            replicas: Vec::new(),
+        },
         PeerMessage::Heartbeat {
             epoch: Epoch(5),
             commit: Lsn(102),
@@ -78,6 +109,7 @@ fn every_message() -> Vec<PeerMessage> {
         PeerMessage::SnapshotBegin {
             pos: pos(4, 90),
             total_bytes: 1 << 40,
+            history: u64::MAX,
         },
         PeerMessage::SnapshotChunk {
             index: 0,

@@ -6,8 +6,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use replikv_core::{Epoch, LogPosition, Lsn};
 use replikv_proto::{
-    decode_frame, encode_frame, PeerError, PeerMessage, PeerMessageKind, PeerRecord,
-    PEER_BODY_BYTES_MAX_DEFAULT, PEER_FRAME_HEADER_BYTES, PEER_MAGIC, PEER_PROTOCOL_VERSION,
+    decode_frame, encode_frame, DownstreamReplica, PeerError, PeerMessage, PeerMessageKind,
+    PeerRecord, PEER_BODY_BYTES_MAX_DEFAULT, PEER_FRAME_HEADER_BYTES, PEER_MAGIC,
+    PEER_PROTOCOL_VERSION,
 };
 
 fn position() -> impl Strategy<Value = LogPosition> {
@@ -19,6 +20,27 @@ fn position() -> impl Strategy<Value = LogPosition> {
 
 fn payload() -> impl Strategy<Value = Bytes> {
     vec(any::<u8>(), 0..64).prop_map(Bytes::from)
+}
+
+fn downstream_replica() -> impl Strategy<Value = DownstreamReplica> {
+    (
+        ".{0,16}",
+        ".{0,24}",
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        ".{0,16}",
+    )
+        .prop_map(
+            |(node_id, addr, durable, applied, lag_ms, via)| DownstreamReplica {
+                node_id,
+                addr,
+                durable: Lsn(durable),
+                applied: Lsn(applied),
+                lag_ms,
+                via,
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = PeerMessage> {
@@ -35,10 +57,14 @@ fn message() -> impl Strategy<Value = PeerMessage> {
             .prop_map(|(nonce, node_id)| PeerMessage::Challenge { nonce, node_id }),
         any::<[u8; 32]>().prop_map(|mac| PeerMessage::Auth { mac }),
         ".{0,32}".prop_map(|reason| PeerMessage::Refuse { reason }),
-        (position(), any::<u64>()).prop_map(|(from, epoch)| PeerMessage::Fetch {
-            from,
-            epoch: Epoch(epoch),
-        }),
+        (position(), any::<u64>(), any::<u64>(), any::<u16>()).prop_map(
+            |(from, epoch, history, listen_port)| PeerMessage::Fetch {
+                from,
+                epoch: Epoch(epoch),
+                history,
+                listen_port,
+            }
+        ),
         (
             any::<u64>(),
             position(),
@@ -61,6 +87,7 @@ fn message() -> impl Strategy<Value = PeerMessage> {
                 applied: Lsn(applied),
             }
         }),
+        vec(downstream_replica(), 0..4).prop_map(|replicas| PeerMessage::Downstream { replicas }),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(epoch, commit, leader_time_ms)| {
             PeerMessage::Heartbeat {
                 epoch: Epoch(epoch),
@@ -68,8 +95,13 @@ fn message() -> impl Strategy<Value = PeerMessage> {
                 leader_time_ms,
             }
         }),
-        (position(), any::<u64>())
-            .prop_map(|(pos, total_bytes)| PeerMessage::SnapshotBegin { pos, total_bytes }),
+        (position(), any::<u64>(), any::<u64>()).prop_map(|(pos, total_bytes, history)| {
+            PeerMessage::SnapshotBegin {
+                pos,
+                total_bytes,
+                history,
+            }
+        }),
         (any::<u64>(), payload())
             .prop_map(|(index, data)| PeerMessage::SnapshotChunk { index, data }),
         any::<u64>().prop_map(|chunks| PeerMessage::SnapshotEnd { chunks }),

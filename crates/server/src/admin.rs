@@ -2,6 +2,7 @@
 //! It reads only the published counters.
 
 use crate::config::FsyncMode;
+use crate::repl_state::{ReplStatus, ReplicaView};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use axum::extract::State;
@@ -31,11 +32,12 @@ async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let s = &shared.stats;
+    let repl = shared.repl.status();
     let get = Stats::get;
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "run_id": shared.run_id,
-        "role": "leader",
+        "role": if repl.upstream.is_none() { "leader" } else { "replica" },
         "uptime_seconds": shared.started.elapsed().as_secs(),
         "healthy": s.fatal().is_none(),
         "fatal": s.fatal(),
@@ -60,7 +62,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         },
         "keyspace": { "keys": get(&s.keys), "expires": get(&s.expires), "bytes": get(&s.dataset_bytes) },
         "clients": { "connected": get(&s.connected_clients), "max": shared.config.maxclients },
-        "replication": { "replicas": [] },
+        "replication": replication_json(&shared, &repl),
     }))
 }
 
@@ -217,5 +219,135 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     }
+    replication_metrics(&shared, &mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+fn replication_json(shared: &Shared, st: &ReplStatus) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": shared.repl.node_id,
+        "upstream": st.upstream.as_ref().map(ToString::to_string),
+        "upstream_node_id": st.upstream_id,
+        "link_up": st.link_up,
+        "syncing": st.syncing,
+        "history": format!("{:016x}", st.history),
+        "epoch": st.epoch.0,
+        "applied": st.applied.to_string(),
+        "durable_lsn": st.durable.0,
+        "commit_lsn": st.commit.0,
+        "ack_mode": shared.config.ack.to_string(),
+        "staleness_ms": st.staleness_ms,
+        "parked_writes": st.parked_writes,
+        "writes_failed_no_replicas": st.writes_failed_no_replicas,
+        "replicas": st.replicas.iter().map(|r| serde_json::json!({
+            "node_id": r.id,
+            "addr": r.addr,
+            "via": r.via,
+            "connected": r.connected,
+            "in_sync": r.in_sync,
+            "durable_lsn": r.durable.0,
+            "applied_lsn": r.applied.0,
+            "lag_entries": r.lag_entries,
+            "lag_ms": r.lag_ms,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Reads one figure of a replica.
+type ReplicaFigure = fn(&ReplicaView) -> u64;
+
+fn replication_metrics(shared: &Shared, out: &mut String) {
+    let st = shared.repl.status();
+    let scalar: &[(&str, &str, &str, u64)] = &[
+        (
+            "replikv_is_leader",
+            "gauge",
+            "1 when this node takes writes.",
+            u64::from(st.upstream.is_none()),
+        ),
+        (
+            "replikv_upstream_link_up",
+            "gauge",
+            "1 when the link to the upstream is up (replicas).",
+            u64::from(st.link_up),
+        ),
+        (
+            "replikv_commit_lsn",
+            "gauge",
+            "Commit LSN under the default acknowledgement mode.",
+            st.commit.0,
+        ),
+        (
+            "replikv_in_sync_replicas",
+            "gauge",
+            "Replicas in the in-sync set.",
+            st.replicas.iter().filter(|r| r.in_sync).count() as u64,
+        ),
+        (
+            "replikv_parked_writes",
+            "gauge",
+            "Writes waiting for enough in-sync replicas.",
+            st.parked_writes,
+        ),
+        (
+            "replikv_writes_failed_no_replicas_total",
+            "counter",
+            "Writes failed for want of replicas.",
+            st.writes_failed_no_replicas,
+        ),
+        (
+            "replikv_staleness_ms",
+            "gauge",
+            "How far this node lags its leader (0 on a leader; absent when unknown).",
+            st.staleness_ms.unwrap_or(0),
+        ),
+    ];
+    for (name, kind, help, value) in scalar {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    }
+    let per: &[(&str, &str, ReplicaFigure)] = &[
+        (
+            "replikv_replica_lag_entries",
+            "Entries a replica lacks.",
+            |r| r.lag_entries,
+        ),
+        (
+            "replikv_replica_lag_ms",
+            "Age of the oldest entry a replica lacks, ms.",
+            |r| r.lag_ms,
+        ),
+        (
+            "replikv_replica_durable_lsn",
+            "Durable LSN a replica reported.",
+            |r| r.durable.0,
+        ),
+        (
+            "replikv_replica_in_sync",
+            "1 when a replica is in the in-sync set.",
+            |r| u64::from(r.in_sync),
+        ),
+    ];
+    for (name, help, value) in per {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for r in &st.replicas {
+            let _ = writeln!(
+                out,
+                "{name}{{replica=\"{}\",addr=\"{}\",via=\"{}\"}} {}",
+                label(&r.id),
+                label(&r.addr),
+                label(r.via.as_deref().unwrap_or("")),
+                value(r)
+            );
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! command-line flags, each overriding the one before.
 
 use clap::{Args, ValueEnum};
+use replikv_core::replication::{AckMode, AckModeError};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,73 @@ pub struct ServeArgs {
     /// Log filter, as `RUST_LOG` (`info`, `replikv_server=debug`, ...) [default: info].
     #[arg(long, env = "REPLIKV_LOG")]
     pub log: Option<String>,
+    /// Replicate from this upstream, given by its client address `HOST:PORT` (Redis
+    /// `replicaof`; `REPLICAOF host port` changes it at run time). The upstream may be the
+    /// leader or another replica (cascading) [default: none, this node leads].
+    #[arg(long, env = "REPLIKV_REPLICAOF")]
+    pub replicaof: Option<String>,
+    /// Shared secret that authenticates node-to-node links; without it a node accepts only
+    /// loopback peers [default: none].
+    #[arg(long, env = "REPLIKV_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// Name of the cluster; peers with another name are refused [default: replikv].
+    #[arg(long, env = "REPLIKV_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// This node's id on peer links [default: a random id kept in the data directory].
+    #[arg(long, env = "REPLIKV_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Default write acknowledgement: `async` (leader durable), `semi-sync:K` (K replicas
+    /// durable), `sync` (every in-sync replica durable) or `quorum` (a majority of the
+    /// cluster durable). Clients may choose per connection with `REPLIKV ACK` [default: async].
+    #[arg(long, env = "REPLIKV_ACK")]
+    pub ack: Option<String>,
+    /// Nodes in the cluster, the leader included, for `quorum`; 0 counts the leader and the
+    /// replicas it knows of [default: 0].
+    #[arg(long, env = "REPLIKV_CLUSTER_SIZE")]
+    pub cluster_size: Option<u32>,
+    /// A replica whose oldest missing entry is older than this leaves the in-sync set, and
+    /// rejoins it once within it again [default: 5000].
+    #[arg(long, env = "REPLIKV_REPLICA_LAG_MAX_MS")]
+    pub replica_lag_max_ms: Option<u64>,
+    /// How long a write waits for the replicas its acknowledgement mode needs before it fails
+    /// with an error [default: 10000].
+    #[arg(long, env = "REPLIKV_WRITE_ACK_TIMEOUT_MS")]
+    pub write_ack_timeout_ms: Option<u64>,
+    /// On a replica: `serve` reads (read pool) or refuse them (`standby`, hot standby)
+    /// [default: serve].
+    #[arg(long, env = "REPLIKV_REPLICA_READS")]
+    pub replica_reads: Option<ReplicaReads>,
+    /// On a replica: `refuse` writes with -READONLY, or `forward` them to the upstream
+    /// [default: refuse].
+    #[arg(long, env = "REPLIKV_REPLICA_WRITES")]
+    pub replica_writes: Option<ReplicaWrites>,
+    /// How long a read on a replica waits to reach a client's consistency token before it
+    /// fails [default: 1000].
+    #[arg(long, env = "REPLIKV_READ_WAIT_TIMEOUT_MS")]
+    pub read_wait_timeout_ms: Option<u64>,
+    /// Interval of heartbeats and acknowledgements on replication links [default: 100].
+    #[arg(long, env = "REPLIKV_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// Whether a replica serves reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaReads {
+    /// Serve reads (read pool).
+    Serve,
+    /// Refuse reads (hot standby).
+    Standby,
+}
+
+/// What a replica does with a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaWrites {
+    /// Answer `-READONLY`, as Redis does.
+    Refuse,
+    /// Send it to the upstream and relay the reply.
+    Forward,
 }
 
 /// The same settings as read from a TOML file.
@@ -89,6 +157,18 @@ struct FileConfig {
     wal_retention_bytes: Option<u64>,
     snapshot_every_entries: Option<u64>,
     log: Option<String>,
+    replicaof: Option<String>,
+    cluster_secret: Option<String>,
+    cluster_name: Option<String>,
+    node_id: Option<String>,
+    ack: Option<String>,
+    cluster_size: Option<u32>,
+    replica_lag_max_ms: Option<u64>,
+    write_ack_timeout_ms: Option<u64>,
+    replica_reads: Option<ReplicaReads>,
+    replica_writes: Option<ReplicaWrites>,
+    read_wait_timeout_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
 }
 
 /// Resolved configuration of a node.
@@ -122,6 +202,82 @@ pub struct Config {
     pub snapshot_every_entries: u64,
     /// Log filter.
     pub log: String,
+    /// Upstream to replicate from, `None` on a leader.
+    pub replicaof: Option<Upstream>,
+    /// Secret for peer links.
+    pub cluster_secret: Option<String>,
+    /// Cluster name checked on peer links.
+    pub cluster_name: String,
+    /// Node id given on the command line (otherwise kept in the data directory).
+    pub node_id: Option<String>,
+    /// Default acknowledgement mode.
+    pub ack: AckMode,
+    /// Cluster size for `quorum` (0 = leader plus known replicas).
+    pub cluster_size: u32,
+    /// In-sync lag bound.
+    pub replica_lag_max_ms: u64,
+    /// Wait bound for a write's acknowledgement.
+    pub write_ack_timeout_ms: u64,
+    /// Replica read policy.
+    pub replica_reads: ReplicaReads,
+    /// Replica write policy.
+    pub replica_writes: ReplicaWrites,
+    /// Wait bound for a read's consistency requirement.
+    pub read_wait_timeout_ms: u64,
+    /// Heartbeat interval on replication links.
+    pub heartbeat_ms: u64,
+}
+
+/// An upstream's client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or address.
+    pub host: String,
+    /// Client port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    /// Parses `HOST:PORT`, `[V6]:PORT` or `HOST PORT`.
+    fn from_str(s: &str) -> Result<Upstream, String> {
+        let s = s.trim();
+        let (host, port) = if let Some((h, p)) = s.split_once(char::is_whitespace) {
+            (h.trim(), p.trim())
+        } else if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("`{s}` is not [ADDRESS]:PORT"))?;
+            (h, p)
+        } else {
+            s.rsplit_once(':')
+                .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?
+        };
+        if host.is_empty() {
+            return Err(format!("`{s}` has no host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        if port == 0 {
+            return Err("port 0 is not a port".to_string());
+        }
+        Ok(Upstream {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// A configuration that cannot be used.
@@ -195,6 +351,43 @@ impl Config {
                 1_000_000,
             ),
             log: pick(args.log.clone(), file.log, "info".to_string()),
+            replicaof: match args.replicaof.clone().or(file.replicaof) {
+                None => None,
+                Some(s) if s.trim().eq_ignore_ascii_case("no one") => None,
+                Some(s) => Some(s.parse().map_err(|message| ConfigError::Invalid {
+                    key: "replicaof",
+                    message,
+                })?),
+            },
+            cluster_secret: args.cluster_secret.clone().or(file.cluster_secret),
+            cluster_name: pick(
+                args.cluster_name.clone(),
+                file.cluster_name,
+                "replikv".to_string(),
+            ),
+            node_id: args.node_id.clone().or(file.node_id),
+            ack: match args.ack.clone().or(file.ack) {
+                None => AckMode::Async,
+                Some(s) => s.parse().map_err(|e: AckModeError| ConfigError::Invalid {
+                    key: "ack",
+                    message: e.to_string(),
+                })?,
+            },
+            cluster_size: pick(args.cluster_size, file.cluster_size, 0),
+            replica_lag_max_ms: pick(args.replica_lag_max_ms, file.replica_lag_max_ms, 5000),
+            write_ack_timeout_ms: pick(
+                args.write_ack_timeout_ms,
+                file.write_ack_timeout_ms,
+                10_000,
+            ),
+            replica_reads: pick(args.replica_reads, file.replica_reads, ReplicaReads::Serve),
+            replica_writes: pick(
+                args.replica_writes,
+                file.replica_writes,
+                ReplicaWrites::Refuse,
+            ),
+            read_wait_timeout_ms: pick(args.read_wait_timeout_ms, file.read_wait_timeout_ms, 1000),
+            heartbeat_ms: pick(args.heartbeat_ms, file.heartbeat_ms, 100),
         };
         config.validate()?;
         Ok(config)
@@ -230,6 +423,33 @@ impl Config {
         }
         if matches!(&self.requirepass, Some(p) if p.is_empty()) {
             return invalid("requirepass", "must not be empty (leave it unset instead)");
+        }
+        if matches!(&self.cluster_secret, Some(p) if p.len() < 16) {
+            return invalid("cluster_secret", "must be at least 16 bytes long");
+        }
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 256 {
+            return invalid("cluster_name", "must be 1 to 256 bytes long");
+        }
+        if matches!(&self.node_id, Some(id) if id.is_empty() || id.len() > 256
+            || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "node_id",
+                "must be 1 to 256 printable characters without spaces",
+            );
+        }
+        if self.replica_lag_max_ms == 0 {
+            return invalid("replica_lag_max_ms", "must be at least 1");
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
+            return invalid("heartbeat_ms", "must be between 1 and 60000");
+        }
+        if let Some(up) = &self.replicaof {
+            let own = (up.host == self.bind.to_string() || up.host == "localhost")
+                && up.port == self.port;
+            if own {
+                return invalid("replicaof", "names this node itself");
+            }
         }
         Ok(())
     }

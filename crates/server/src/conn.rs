@@ -1,13 +1,15 @@
 //! Client connections: read requests, answer connection commands here, send data commands to
 //! the node in batches, and write replies back in request order.
 
+use crate::config::{ReplicaReads, ReplicaWrites, Upstream};
 use crate::info;
-use crate::node::{NodeHandle, NodeMsg};
+use crate::node::{BatchReply, NodeMsg};
 use crate::shared::Shared;
 use crate::socket::{Socket, READ_CHUNK_BYTES};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
-use replikv_core::{Reply, Store};
+use replikv_core::replication::{ReadDecision, Session};
+use replikv_core::{AckMode, LogPosition, Lsn, Reply, Store};
 use replikv_proto::{
     encode_array_header, encode_bulk, encode_error, encode_integer, encode_null, encode_ok,
     encode_simple, Frame, Limits, Protocol, RequestDecoder,
@@ -39,12 +41,22 @@ pub struct Conn {
     pub authenticated: bool,
     /// Peer address, for `CLIENT LIST`.
     pub addr: String,
+    /// `REPLIKV ACK`: this connection's acknowledgement mode; `None` = the node's default.
+    pub ack: Option<AckMode>,
+    /// Read guarantees and what this connection has seen.
+    pub session: Session,
+    /// The position the last data reply reflected (`REPLIKV TOKEN`).
+    pub last_pos: LogPosition,
+    /// Whether this connection has sent a write (`WAIT` then waits for the node's log).
+    pub wrote: bool,
+    /// Connection to the upstream for forwarded writes.
+    pub forward: Option<crate::forward::Forwarder>,
 }
 
 /// A reply, or where it will come from, in request order.
 enum Segment {
     Ready(Frame, Protocol),
-    Batch(oneshot::Receiver<Vec<Reply>>, usize, Protocol),
+    Batch(oneshot::Receiver<BatchReply>, usize, Protocol),
     Single(oneshot::Receiver<Reply>, Protocol),
 }
 
@@ -85,6 +97,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         protocol: Protocol::Resp2,
         authenticated: shared.config.requirepass.is_none(),
         addr,
+        ack: None,
+        session: Session::default(),
+        last_pos: LogPosition::default(),
+        wrote: false,
+        forward: None,
     };
     shared.register(&conn);
     let mut decoder = RequestDecoder::new(request_limits(&shared, conn.authenticated));
@@ -99,7 +116,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         let mut closing = false;
         while out.len() < OUTPUT_PAUSE_BYTES {
             let (segments, end) = read_round(&mut conn, &shared, &mut buf, &mut decoder).await;
-            write_replies(segments, &mut out).await;
+            write_replies(&mut conn, segments, &mut out).await;
             if stream.try_write(&mut out).is_err() {
                 break 'conn;
             }
@@ -205,7 +222,7 @@ async fn read_round(
             Ok(None) => break RoundEnd::NeedMore,
             Err(e) => {
                 Stats::add(&shared.stats.protocol_errors, 1);
-                flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+                flush_batch(conn, shared, &mut batch, &mut segments).await;
                 segments.push(Segment::Ready(
                     Frame::Error(format!("ERR {e}")),
                     conn.protocol,
@@ -221,7 +238,7 @@ async fn read_round(
         if local.is_some() {
             // Data commands sent before a connection command run first, and are encoded in
             // the protocol in force when they were sent (before a HELLO that changes it).
-            flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+            flush_batch(conn, shared, &mut batch, &mut segments).await;
         }
         let was_authenticated = conn.authenticated;
         let outcome = local_command(conn, shared, &args, local).await;
@@ -229,9 +246,22 @@ async fn read_round(
             *decoder = RequestDecoder::new(request_limits(shared, true));
         }
         match outcome {
-            Local::Data => batch.push(args),
+            Local::Data => {
+                let write = Store::command_spec(&args[0]).is_some_and(|s| s.write);
+                if write && conn.authenticated {
+                    let positions = shared.repl.positions();
+                    if !positions.leader && shared.config.replica_writes == ReplicaWrites::Forward {
+                        flush_batch(conn, shared, &mut batch, &mut segments).await;
+                        let frame = forward_write(conn, shared, &args).await;
+                        segments.push(Segment::Ready(frame, conn.protocol));
+                        continue;
+                    }
+                    conn.wrote = true;
+                }
+                batch.push(args);
+            }
             other => {
-                flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+                flush_batch(conn, shared, &mut batch, &mut segments).await;
                 match other {
                     Local::Reply(frame) => {
                         if matches!(frame, Frame::Error(_)) {
@@ -250,27 +280,120 @@ async fn read_round(
             }
         }
     };
-    flush_batch(&shared.node, &mut batch, &mut segments, conn.protocol).await;
+    flush_batch(conn, shared, &mut batch, &mut segments).await;
     (segments, end)
 }
 
 async fn flush_batch(
-    node: &NodeHandle,
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
     batch: &mut Vec<Vec<Bytes>>,
     segments: &mut Vec<Segment>,
-    protocol: Protocol,
 ) {
     if batch.is_empty() {
         return;
     }
+    let protocol = conn.protocol;
     let cmds = std::mem::take(batch);
     let n = cmds.len();
-    match node.batch(cmds).await {
+    if let Err(frame) = read_gate(conn, shared).await {
+        for _ in 0..n {
+            segments.push(Segment::Ready(frame.clone(), protocol));
+        }
+        return;
+    }
+    let mode = conn.ack.unwrap_or(shared.config.ack);
+    match shared.node.batch(cmds, mode).await {
         Some(rx) => segments.push(Segment::Batch(rx, n, protocol)),
         None => {
             for _ in 0..n {
                 segments.push(Segment::Ready(node_stopped(), protocol));
             }
+        }
+    }
+}
+
+/// On a replica, holds a batch until the session's guarantees allow it: refuses it on a hot
+/// standby or past the staleness bound, and waits (within the read timeout) for the position
+/// the session requires.
+async fn read_gate(conn: &Conn, shared: &Arc<Shared>) -> Result<(), Frame> {
+    let mut positions = shared.repl.positions.subscribe();
+    let p = *positions.borrow_and_update();
+    if p.leader {
+        return Ok(());
+    }
+    let upstream = shared
+        .repl
+        .status()
+        .upstream
+        .map_or_else(|| "unknown".to_string(), |u| u.to_string());
+    if shared.config.replica_reads == ReplicaReads::Standby {
+        return Err(err(format!(
+            "STANDBY this replica is a hot standby and serves no reads; its upstream is {upstream}"
+        )));
+    }
+    let wait_ms = shared.config.read_wait_timeout_ms;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    loop {
+        let p = *positions.borrow_and_update();
+        if p.leader {
+            return Ok(());
+        }
+        let staleness = p.current_as_of_ms.map(|t| now_ms().saturating_sub(t));
+        match conn.session.decide(p.applied, staleness) {
+            ReadDecision::Serve => return Ok(()),
+            ReadDecision::TooStale {
+                staleness_ms,
+                bound_ms,
+            } => {
+                let lag = if staleness_ms == u64::MAX {
+                    "unknown (never in contact with a leader)".to_string()
+                } else {
+                    format!("{staleness_ms} ms")
+                };
+                return Err(err(format!(
+                    "STALE this replica lags its leader by {lag}, more than the {bound_ms} ms allowed; read from {upstream}"
+                )));
+            }
+            ReadDecision::Wait { until } => {
+                let waited = tokio::time::timeout_at(deadline, positions.changed()).await;
+                if !matches!(waited, Ok(Ok(()))) {
+                    return Err(err(format!(
+                        "TRYAGAIN this replica has applied up to {} and did not reach {until} within {wait_ms} ms; read from {upstream}",
+                        p.applied
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends a write to the upstream and relays its reply; then fetches the write's token so that
+/// this connection's next reads here wait for it (read-your-writes).
+async fn forward_write(conn: &mut Conn, shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
+    let Some(up) = shared.repl.status().upstream else {
+        return err("READONLY You can't write against a read only replica.");
+    };
+    let mode = conn.ack.unwrap_or(shared.config.ack);
+    match crate::forward::forward(&mut conn.forward, &up, shared, mode, args).await {
+        Ok((frame, token)) => {
+            if let Some(pos) = token {
+                conn.session.after = conn.session.after.max(pos);
+                conn.last_pos = pos;
+            }
+            frame
+        }
+        Err(e) => {
+            conn.forward = None;
+            err(format!(
+                "ERR cannot forward the write to the upstream {up}: {e}"
+            ))
         }
     }
 }
@@ -315,13 +438,15 @@ fn node_stopped() -> Frame {
     Frame::Error("ERR server is shutting down".into())
 }
 
-async fn write_replies(segments: Vec<Segment>, out: &mut BytesMut) {
+async fn write_replies(conn: &mut Conn, segments: Vec<Segment>, out: &mut BytesMut) {
     for seg in segments {
         match seg {
             Segment::Ready(frame, p) => frame.encode(p, out),
             Segment::Batch(rx, n, p) => match rx.await {
-                Ok(replies) => {
-                    for r in &replies {
+                Ok(batch) => {
+                    conn.last_pos = batch.pos;
+                    conn.session.observe(batch.pos);
+                    for r in &batch.replies {
                         encode_reply(r, p, out);
                     }
                 }
@@ -389,6 +514,11 @@ pub const LOCAL_COMMANDS: &[(&str, i32)] = &[
     ("lastsave", 1),
     ("config", -2),
     ("time", 1),
+    ("wait", 3),
+    ("replicaof", 3),
+    ("slaveof", 3),
+    ("role", 1),
+    ("replikv", -2),
 ];
 
 fn wrong_arity(name: &str) -> Frame {
@@ -459,6 +589,10 @@ async fn local_command(
                 bulk(now.subsec_micros().to_string()),
             ]))
         }
+        "wait" => wait(conn, shared, args).await,
+        "replicaof" | "slaveof" => replicaof(shared, args).await,
+        "role" => Local::Reply(role(shared)),
+        "replikv" => Local::Reply(crate::replikv_cmd::run(conn, shared, &args[1..])),
         "lastsave" => Local::Reply(Frame::Integer(
             Stats::get(&shared.stats.last_save_unix) as i64
         )),
@@ -741,5 +875,102 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
             "ERR unknown subcommand '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&args[0])
         )),
+    }
+}
+
+async fn wait(conn: &Conn, shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+    if !shared.repl.positions().leader {
+        return Local::Reply(err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated."));
+    }
+    let number = |b: &Bytes| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let (Some(n), Some(timeout)) = (number(&args[1]), number(&args[2])) else {
+        return Local::Reply(err("ERR value is not an integer or out of range"));
+    };
+    if timeout < 0 {
+        return Local::Reply(err("ERR timeout is negative"));
+    }
+    let (done, rx) = oneshot::channel();
+    // A connection that wrote waits for the log as the node has it when WAIT arrives, which
+    // covers every write this connection sent before it.
+    let msg = NodeMsg::Wait {
+        numreplicas: u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        lsn: if conn.wrote { None } else { Some(Lsn::ZERO) },
+        timeout_ms: timeout as u64,
+        done,
+    };
+    if shared.node.send(msg).await {
+        Local::Wait(rx)
+    } else {
+        Local::Reply(node_stopped())
+    }
+}
+
+async fn replicaof(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+    let host = String::from_utf8_lossy(&args[1]).to_string();
+    let port = String::from_utf8_lossy(&args[2]).to_string();
+    let upstream = if host.eq_ignore_ascii_case("no") && port.eq_ignore_ascii_case("one") {
+        None
+    } else {
+        match format!("{host} {port}").parse::<Upstream>() {
+            Ok(u) => Some(u),
+            Err(_) => return Local::Reply(err("ERR Invalid master port")),
+        }
+    };
+    let (done, rx) = oneshot::channel();
+    if shared
+        .node
+        .send(NodeMsg::SetUpstream { upstream, done })
+        .await
+    {
+        Local::Wait(rx)
+    } else {
+        Local::Reply(node_stopped())
+    }
+}
+
+/// `ROLE`, in Redis's shape: the leader lists its replicas with their durable LSN as the
+/// offset; a replica names its upstream and its link state.
+fn role(shared: &Shared) -> Frame {
+    let status = shared.repl.status();
+    match &status.upstream {
+        None => Frame::Array(vec![
+            bulk("master"),
+            Frame::Integer(status.applied.lsn.0 as i64),
+            Frame::Array(
+                status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.via.is_none() && r.connected)
+                    .map(|r| {
+                        let (ip, port) = r.addr.rsplit_once(':').unwrap_or((r.addr.as_str(), "0"));
+                        Frame::Array(vec![
+                            bulk(ip.trim_start_matches('[').trim_end_matches(']').to_string()),
+                            bulk(port.to_string()),
+                            bulk(r.durable.0.to_string()),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]),
+        Some(up) => {
+            let state = if status.syncing {
+                "sync"
+            } else if status.link_up {
+                "connected"
+            } else {
+                "connect"
+            };
+            Frame::Array(vec![
+                bulk("slave"),
+                bulk(up.host.clone()),
+                Frame::Integer(i64::from(up.port)),
+                bulk(state),
+                Frame::Integer(status.applied.lsn.0 as i64),
+            ])
+        }
     }
 }

@@ -116,14 +116,7 @@ fn section_text(shared: &Shared, section: &str, out: &mut String) {
             get(&s.total_error_replies),
             get(&s.protocol_errors),
         ),
-        "replication" => write!(
-            out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nepoch:{}\r\n",
-            shared.run_id,
-            get(&s.applied_lsn),
-            c.wal_retention_bytes,
-            get(&s.epoch),
-        ),
+        "replication" => replication_text(shared, out),
         "cpu" => write!(out, "# CPU\r\n"),
         "keyspace" => {
             let keys = get(&s.keys);
@@ -181,4 +174,95 @@ pub fn config_params(c: &Config) -> Vec<(String, String)> {
         ),
         ("maxmemory".into(), "0".into()),
     ]
+}
+
+/// `INFO replication` in Redis's layout (offsets are LSNs), with replikv's figures after it:
+/// each replica's durable LSN, lag in entries and milliseconds, and whether it is in sync.
+fn replication_text(shared: &Shared, out: &mut String) -> std::fmt::Result {
+    let st = shared.repl.status();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    out.push_str("# Replication\r\n");
+    let direct: Vec<_> = st
+        .replicas
+        .iter()
+        .filter(|r| r.via.is_none() && r.connected)
+        .collect();
+    match &st.upstream {
+        None => writeln_crlf(out, "role:master")?,
+        Some(up) => {
+            writeln_crlf(out, "role:slave")?;
+            write!(
+                out,
+                "master_host:{}\r\nmaster_port:{}\r\n",
+                up.host, up.port
+            )?;
+            let status = if st.link_up { "up" } else { "down" };
+            write!(
+                out,
+                "master_link_status:{status}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+                if st.last_upstream_io_ms == 0 { -1 } else { (now.saturating_sub(st.last_upstream_io_ms) / 1000) as i64 },
+                u8::from(st.syncing),
+                st.applied.lsn.0,
+                st.durable.0,
+            )?;
+            if let Some(id) = &st.upstream_id {
+                write!(out, "master_node_id:{id}\r\n")?;
+            }
+            match st.staleness_ms {
+                Some(ms) => write!(out, "staleness_ms:{ms}\r\n")?,
+                None => write!(out, "staleness_ms:-1\r\n")?,
+            }
+        }
+    }
+    write!(out, "connected_slaves:{}\r\n", direct.len())?;
+    for (i, r) in direct.iter().enumerate() {
+        let (ip, port) = r.addr.rsplit_once(':').unwrap_or((r.addr.as_str(), "0"));
+        write!(
+            out,
+            "slave{i}:ip={},port={port},state=online,offset={},lag={},node_id={},applied={},lag_entries={},lag_ms={},in_sync={}\r\n",
+            ip.trim_start_matches('[').trim_end_matches(']'),
+            r.durable.0,
+            r.lag_ms / 1000,
+            r.id,
+            r.applied.0,
+            r.lag_entries,
+            r.lag_ms,
+            u8::from(r.in_sync),
+        )?;
+    }
+    let further: Vec<_> = st.replicas.iter().filter(|r| r.via.is_some()).collect();
+    write!(out, "cascaded_replicas:{}\r\n", further.len())?;
+    for (i, r) in further.iter().enumerate() {
+        write!(
+            out,
+            "cascaded{i}:node_id={},addr={},via={},offset={},lag_entries={},lag_ms={}\r\n",
+            r.id,
+            r.addr,
+            r.via.as_deref().unwrap_or(""),
+            r.durable.0,
+            r.lag_entries,
+            r.lag_ms,
+        )?;
+    }
+    write!(
+        out,
+        "master_failover_state:no-failover\r\nmaster_replid:{:040x}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nepoch:{}\r\nnode_id:{}\r\nack_mode:{}\r\ndurable_lsn:{}\r\ncommit_lsn:{}\r\nin_sync_replicas:{}\r\nparked_writes:{}\r\nwrites_failed_no_replicas:{}\r\n",
+        st.history,
+        st.applied.lsn.0,
+        shared.config.wal_retention_bytes,
+        st.epoch,
+        shared.repl.node_id,
+        shared.config.ack,
+        st.durable.0,
+        st.commit.0,
+        st.replicas.iter().filter(|r| r.in_sync).count(),
+        st.parked_writes,
+        st.writes_failed_no_replicas,
+    )
+}
+
+fn writeln_crlf(out: &mut String, line: &str) -> std::fmt::Result {
+    write!(out, "{line}\r\n")
 }

@@ -9,20 +9,34 @@
 //! - [`info`]: `INFO` and `CONFIG GET` text.
 //! - [`shared`], [`stats`]: what connections share, and the published counters.
 //! - [`socket`]: client sockets driven with one read and one write per request.
+//! - [`peer_link`], [`link_serve`], [`link_follow`], [`feed`], [`repl_state`], [`meta`]:
+//!   replication links (both sides), the in-memory log tail they ship from, the replication
+//!   state shared with connections, and the node's identity file.
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod feed;
+pub mod forward;
 pub mod info;
+pub mod link_follow;
+pub mod link_serve;
 pub mod log_writer;
+pub mod meta;
 pub mod node;
+pub mod peer_link;
+pub mod repl_state;
+pub mod replikv_cmd;
 pub mod shared;
 pub mod socket;
 pub mod stats;
 
 use crate::config::Config;
+use crate::feed::{Feed, FeedState};
 use crate::node::{Fatal, Node};
+use crate::repl_state::{Positions, ReplShared, ReplStatus, FEED_BYTES_MAX};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use std::sync::atomic::Ordering;
@@ -85,10 +99,23 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
         )
     };
 
-    let node = Node::open(&config, Arc::clone(&stats))?;
+    let meta = node::open_meta(&config)?;
+    if config.cluster_secret.is_none() {
+        warn!("no cluster secret is set: peer links are accepted from loopback addresses only");
+    }
+    let repl = Arc::new(ReplShared {
+        node_id: meta.node_id.clone(),
+        wal_dir: config.data_dir.join("wal"),
+        feed: Feed::new(FEED_BYTES_MAX, FeedState::default()),
+        positions: watch::Sender::new(Positions::default()),
+        upstream: watch::Sender::new(config.replicaof.clone()),
+        status: std::sync::Mutex::new(ReplStatus::default()),
+    });
+    let node = Node::open(&config, Arc::clone(&stats), meta, Arc::clone(&repl))?;
     let wal = node.wal();
     let (node_handle, node_task) = node.spawn(shutdown.clone());
-    let shared = Arc::new(Shared::new(config, Arc::clone(&stats), node_handle));
+    let shared = Arc::new(Shared::new(config, Arc::clone(&stats), node_handle, repl));
+    tokio::spawn(link_follow::run(Arc::clone(&shared), shutdown.clone()));
 
     if let Some(admin) = admin_listener {
         let router = admin::router(Arc::clone(&shared));
@@ -135,7 +162,7 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
                     });
                     continue;
                 }
-                tokio::spawn(conn::serve(stream, Arc::clone(&shared), shutdown.clone()));
+                tokio::spawn(route(stream, Arc::clone(&shared), shutdown.clone()));
             }
             _ = stop.wait_for(|s| *s) => {
                 break (&mut node_task).await;
@@ -155,4 +182,33 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
     node_result?;
     closed?;
     Ok(())
+}
+
+/// Sends a connection on the client port to the client loop, or to the replication link when
+/// its first bytes are a peer frame's magic.
+async fn route(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut first = [0u8; 4];
+    let peer = loop {
+        match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => break Some(false),
+            Ok(n) => match link_follow::is_peer_frame(&first[..n]) {
+                Some(is_peer) => break Some(is_peer),
+                // A few bytes of what may be a frame: wait for the rest of the magic.
+                None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            },
+        }
+    };
+    if peer == Some(true) {
+        shared
+            .stats
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
+        link_serve::serve(stream, bytes::BytesMut::new(), shared, shutdown).await;
+    } else {
+        conn::serve(stream, shared, shutdown).await;
+    }
 }

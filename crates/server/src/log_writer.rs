@@ -6,7 +6,7 @@
 //! between a round's writes and its replies. Under `always` the fsync would block the event loop,
 //! so a writer thread does it and shares it among every write queued meanwhile.
 
-use replikv_core::Lsn;
+use replikv_core::{LogPosition, Lsn};
 use replikv_storage::{GroupCommit, InlineWal, LogRecord, WalError};
 
 /// Either kind of log writer, behind one interface.
@@ -52,6 +52,34 @@ impl LogWriter {
         match self {
             LogWriter::Group(g) => g.compact(lsn),
             LogWriter::Inline(w) => w.compact(lsn),
+        }
+    }
+
+    /// Reads records from LSN `from` on, stopping once their payloads total `bytes_max` (at
+    /// least one record when any exists), after everything handed over so far is written.
+    /// Goes through the writer (its thread, or its lock): for shipping to replicas prefer a
+    /// `LogCursor`, which does not.
+    ///
+    /// # Errors
+    /// `WalError::Compacted` when `from` is no longer kept; the log failed.
+    pub fn read_from(&self, from: Lsn, bytes_max: u64) -> Result<Vec<LogRecord>, WalError> {
+        match self {
+            LogWriter::Group(g) => g.read_from(from, bytes_max),
+            LogWriter::Inline(w) => w.read_from(from, bytes_max),
+        }
+    }
+
+    /// Discards the whole log and continues after the snapshot at `after` (a follower
+    /// bootstrapped from a snapshot), once everything handed over before is written. Blocks
+    /// until done; the progress callback then reports `written = synced = after.lsn`, which
+    /// may be lower than before. Call it only once that snapshot is durable.
+    ///
+    /// # Errors
+    /// The log failed, or was already poisoned.
+    pub fn reset(&self, after: LogPosition) -> Result<(), WalError> {
+        match self {
+            LogWriter::Group(g) => g.reset(after),
+            LogWriter::Inline(w) => w.reset(after),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `replikv` command line.
 
 use clap::{Parser, Subcommand};
+use replikv_server::cluster::{self, ClusterArgs};
 use replikv_server::config::{Config, ServeArgs};
 use std::process::ExitCode;
 use tokio::sync::watch;
@@ -22,21 +23,56 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start-up and consumed at once, so the size of `ServeArgs` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a node (the default when no command is given). Every setting can also be given in
     /// the TOML file named by --config or as a REPLIKV_* environment variable; flags win over
     /// variables, which win over the file.
     Serve(ServeArgs),
+    /// Run a local cluster: a leader and replicas as child processes on 127.0.0.1, each with
+    /// its own ports and data directory. Prints how to connect; Ctrl-C stops every node.
+    Cluster(ClusterArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Cmd::Serve(args)) => args,
-        None => cli.serve,
+    match cli.command {
+        Some(Cmd::Serve(args)) => serve(&args),
+        Some(Cmd::Cluster(args)) => run_cluster(args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn run_cluster(args: ClusterArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
-    let config = match Config::resolve(&args) {
+    match runtime.block_on(cluster::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("replikv cluster: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("replikv: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match Config::resolve(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("replikv: {e}");
@@ -51,15 +87,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("replikv: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,15 +7,21 @@
 //! `fsync = interval`, fsynced under `fsync = always`). So no client is ever told of, or shown,
 //! a write that a crash could still lose under the chosen durability.
 
-use crate::config::{Config, FsyncMode};
+use crate::config::{Config, FsyncMode, Upstream};
+use crate::feed::FeedState;
 use crate::log_writer::LogWriter;
+use crate::meta::{self, NodeMeta};
+use crate::repl_state::{Positions, ReplShared, ReplStatus, ReplicaView};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
-use replikv_core::{Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
+use replikv_core::replication::{check_entries, IsrChange, Pending, Replicas};
+use replikv_core::{AckMode, Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
+use replikv_proto::{DownstreamReplica, PeerRecord};
 use replikv_storage::{
     FsyncPolicy, GroupCommit, InlineWal, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter,
     Wal, WalOptions, WalProgress,
 };
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +48,19 @@ const EXPIRE_KEYS_PER_TICK_MAX: usize = 256;
 const EXPIRE_TICK: Duration = Duration::from_millis(100);
 /// Time one active-expiry tick may spend.
 const EXPIRE_TICK_BUDGET: Duration = Duration::from_millis(5);
+/// Period of the replication tick: in-sync set, timeouts, status.
+const REPLICATION_TICK: Duration = Duration::from_millis(50);
+
+/// A batch's replies and the log position they reflect.
+#[derive(Debug)]
+pub struct BatchReply {
+    /// One reply per command, in order.
+    pub replies: Vec<Reply>,
+    /// The position the replies reflect (the consistency token).
+    pub pos: LogPosition,
+    /// The position of the batch's last write, if it wrote.
+    pub wrote: Option<LogPosition>,
+}
 
 /// A request to the node.
 #[derive(Debug)]
@@ -50,8 +69,10 @@ pub enum NodeMsg {
     Batch {
         /// Each command's arguments, name first.
         cmds: Vec<Vec<Bytes>>,
+        /// What the batch's writes wait for.
+        mode: AckMode,
         /// Where the replies go once releasable.
-        done: oneshot::Sender<Vec<Reply>>,
+        done: oneshot::Sender<BatchReply>,
     },
     /// `SAVE` (foreground) or `BGSAVE`.
     Save {
@@ -62,6 +83,99 @@ pub enum NodeMsg {
     },
     /// A background snapshot finished.
     SnapshotDone(Result<LogPosition, String>),
+    /// `WAIT numreplicas timeout`: answer how many followers have `lsn` durable, once
+    /// `numreplicas` do or the timeout passes.
+    Wait {
+        /// Followers wanted.
+        numreplicas: u32,
+        /// The LSN to wait for; `None`: the node's last entry (the connection wrote).
+        lsn: Option<Lsn>,
+        /// 0 = no timeout.
+        timeout_ms: u64,
+        /// The count.
+        done: oneshot::Sender<Reply>,
+    },
+    /// `REPLICAOF`: follow `upstream`, or lead when `None`.
+    SetUpstream {
+        /// The new upstream.
+        upstream: Option<Upstream>,
+        /// `+OK` or an error.
+        done: oneshot::Sender<Reply>,
+    },
+    /// A follower's link came up (downstream side).
+    FollowerUp {
+        /// Its node id.
+        id: String,
+        /// Its client address.
+        addr: String,
+        /// Where it starts.
+        from: Lsn,
+    },
+    /// A follower reported progress.
+    FollowerAck {
+        /// Its node id.
+        id: String,
+        /// Durable LSN.
+        durable: Lsn,
+        /// Applied LSN.
+        applied: Lsn,
+    },
+    /// A follower reported the followers below it.
+    Downstream {
+        /// The follower that reports.
+        via: String,
+        /// What it reports.
+        replicas: Vec<DownstreamReplica>,
+    },
+    /// A follower's link went down.
+    FollowerDown {
+        /// Its node id.
+        id: String,
+    },
+    /// A link needs a snapshot to bootstrap a follower: the store as of a log position.
+    SnapshotForFollower {
+        /// The store, its position and the history id.
+        done: oneshot::Sender<(Store, LogPosition, u64)>,
+    },
+    /// Entries (or a heartbeat, with no records) from the upstream.
+    Replicate {
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The position before the first record.
+        prev: LogPosition,
+        /// The records.
+        records: Vec<PeerRecord>,
+        /// With a heartbeat: the leader's time up to which the upstream is current.
+        leader_time_ms: Option<u64>,
+        /// `Err(reason)` to refuse the batch and close the link.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A snapshot from the upstream was received in full: replace the state and the log.
+    InstallSnapshot(Box<Install>),
+    /// The upstream link went up or down.
+    UpstreamLink {
+        /// Up or down.
+        up: bool,
+        /// The upstream's node id, when up.
+        upstream_id: Option<String>,
+        /// A snapshot is being received.
+        syncing: bool,
+    },
+}
+
+/// A snapshot received from the upstream, ready to install.
+#[derive(Debug)]
+pub struct Install {
+    /// The state it holds.
+    pub store: Store,
+    /// The position it covers.
+    pub pos: LogPosition,
+    /// The history it belongs to.
+    pub history: u64,
+    /// The file it was written to, not yet in place.
+    pub writer: SnapshotWriter,
+    /// `Err(reason)` when it could not be installed.
+    pub done: oneshot::Sender<Result<(), String>>,
 }
 
 /// Handle used by connections to reach the node.
@@ -88,9 +202,13 @@ impl NodeHandle {
     }
 
     /// Runs data commands and waits for their replies.
-    pub async fn batch(&self, cmds: Vec<Vec<Bytes>>) -> Option<oneshot::Receiver<Vec<Reply>>> {
+    pub async fn batch(
+        &self,
+        cmds: Vec<Vec<Bytes>>,
+        mode: AckMode,
+    ) -> Option<oneshot::Receiver<BatchReply>> {
         let (done, rx) = oneshot::channel();
-        if self.send(NodeMsg::Batch { cmds, done }).await {
+        if self.send(NodeMsg::Batch { cmds, mode, done }).await {
             Some(rx)
         } else {
             None
@@ -105,17 +223,41 @@ struct WalState {
     failed: Option<String>,
 }
 
-/// Replies held until the log is durable up to `lsn`.
-struct Held {
+/// What a held item is.
+#[derive(Debug)]
+enum Held {
+    /// A batch's replies, released when its mode commits its LSN.
+    Batch {
+        done: oneshot::Sender<BatchReply>,
+        reply: BatchReply,
+    },
+}
+
+/// A `WAIT` in progress.
+#[derive(Debug)]
+struct Waiter {
     lsn: Lsn,
-    done: oneshot::Sender<Vec<Reply>>,
-    replies: Vec<Reply>,
+    numreplicas: u32,
+    deadline_ms: u64,
+    done: oneshot::Sender<Reply>,
+}
+
+/// A write batch waiting for enough in-sync replicas before it may start.
+#[derive(Debug)]
+struct Parked {
+    cmds: Vec<Vec<Bytes>>,
+    mode: AckMode,
+    deadline_ms: u64,
+    done: oneshot::Sender<BatchReply>,
 }
 
 /// The node's state, owned by its task.
 pub struct Node {
     store: Store,
+    /// The epoch this node writes in (leader) or the highest it has seen (replica).
     epoch: Epoch,
+    /// Last entry appended to the log and applied to the store.
+    last: LogPosition,
     /// Last LSN appended to the log and applied to the store.
     applied: Lsn,
     /// Last LSN the durability mode lets us acknowledge.
@@ -123,7 +265,28 @@ pub struct Node {
     fsync: FsyncMode,
     unsubmitted: Vec<LogRecord>,
     payload_arena: BytesMut,
-    held: VecDeque<Held>,
+    pending: Pending<Held>,
+    waiters: Vec<Waiter>,
+    parked: VecDeque<Parked>,
+    /// Followers that replicate from this node.
+    replicas: Replicas,
+    /// Reports from followers about the followers below them, by reporting follower.
+    downstream: BTreeMap<String, Vec<DownstreamReplica>>,
+    /// This node's upstream; `None` when it leads.
+    upstream: Option<Upstream>,
+    upstream_id: Option<String>,
+    link_up: bool,
+    syncing: bool,
+    last_upstream_io_ms: u64,
+    /// The leader's time up to which this replica is current.
+    current_as_of_ms: Option<u64>,
+    meta: NodeMeta,
+    data_dir: PathBuf,
+    default_ack: AckMode,
+    write_ack_timeout_ms: u64,
+    writes_failed_no_replicas: u64,
+    feed_generation: u64,
+    repl: Arc<ReplShared>,
     wal: Arc<LogWriter>,
     /// Set when an inline write failed; the node stops at the end of the round.
     write_failure: Option<String>,
@@ -148,13 +311,30 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The identity and replication facts a node starts with, and the shared state built on them.
+pub fn open_meta(config: &Config) -> Result<NodeMeta, Fatal> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Fatal::Recovery(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let mut meta = meta::load(&config.data_dir).map_err(Fatal::Recovery)?;
+    if let Some(id) = &config.node_id {
+        meta.node_id.clone_from(id);
+    }
+    Ok(meta)
+}
+
 impl Node {
     /// Loads the newest snapshot, replays the log after it, and starts the log writer.
     ///
     /// # Errors
     /// [`Fatal::Recovery`] when the snapshot or log is unreadable or corrupt (the message names
     /// the file and offset).
-    pub fn open(config: &Config, stats: Arc<Stats>) -> Result<Node, Fatal> {
+    pub fn open(
+        config: &Config,
+        stats: Arc<Stats>,
+        mut meta: NodeMeta,
+        repl: Arc<ReplShared>,
+    ) -> Result<Node, Fatal> {
         let snapshot_dir = config.data_dir.join("snapshots");
         let wal_dir = config.data_dir.join("wal");
         for dir in [&snapshot_dir, &wal_dir] {
@@ -183,9 +363,28 @@ impl Node {
             store.apply(&cmd);
         }
         let last = recovery.last.max(snapshot_pos);
-        let epoch = Epoch(last.epoch.0.max(1));
+        // A leader starts a new epoch at every start: followers may hold entries of the old
+        // one that this node lost (written to them before its own fsync), and the new epoch
+        // makes such entries tell apart from the ones it writes now.
+        let seen = meta.epoch.max(last.epoch.0);
+        let epoch = if config.replicaof.is_none() {
+            seen + 1
+        } else {
+            seen.max(1)
+        };
+        let mut meta_changed = epoch != meta.epoch;
+        meta.epoch = epoch;
+        if config.replicaof.is_none() && meta.history == 0 {
+            meta.history = meta::random_u64()
+                .map_err(|e| Fatal::Recovery(format!("cannot draw a history id: {e}")))?;
+            meta_changed = true;
+        }
+        if meta_changed {
+            meta::store(&config.data_dir, &meta).map_err(Fatal::Recovery)?;
+        }
+        let epoch = Epoch(epoch);
         info!(snapshot = %snapshot_pos, replayed, last = %last, keys = store.stats().keys,
-            "recovered");
+            %epoch, node_id = %meta.node_id, "recovered");
         Stats::set(&stats.recovered_records, replayed);
         Stats::set(&stats.epoch, epoch.0);
         Stats::set(&stats.last_snapshot_lsn, snapshot_pos.lsn.0);
@@ -216,15 +415,34 @@ impl Node {
                 LogWriter::Inline(InlineWal::start(wal, config.fsync_interval_ms, on_progress))
             }
         };
-        Ok(Node {
+        let now = now_ms();
+        let node = Node {
             store,
             epoch,
+            last,
             applied: last.lsn,
             acked: last.lsn,
             fsync: config.fsync,
             unsubmitted: Vec::new(),
             payload_arena: BytesMut::new(),
-            held: VecDeque::new(),
+            pending: Pending::default(),
+            waiters: Vec::new(),
+            parked: VecDeque::new(),
+            replicas: Replicas::new(last.lsn, config.replica_lag_max_ms, config.cluster_size),
+            downstream: BTreeMap::new(),
+            upstream: config.replicaof.clone(),
+            upstream_id: None,
+            link_up: false,
+            syncing: false,
+            last_upstream_io_ms: 0,
+            current_as_of_ms: None,
+            meta,
+            data_dir: config.data_dir.clone(),
+            default_ack: config.ack,
+            write_ack_timeout_ms: config.write_ack_timeout_ms,
+            writes_failed_no_replicas: 0,
+            feed_generation: 0,
+            repl,
             wal: Arc::new(wal),
             write_failure: None,
             wal_state,
@@ -236,7 +454,9 @@ impl Node {
             snapshot_started_after: 0,
             self_tx: None,
             save_waiters: Vec::new(),
-        })
+        };
+        node.publish_replication(now);
+        Ok(node)
     }
 
     /// Starts the node task; returns its handle and the task's completion.
@@ -259,6 +479,8 @@ impl Node {
     ) -> Result<(), Fatal> {
         let mut expire_tick = tokio::time::interval(EXPIRE_TICK);
         expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut repl_tick = tokio::time::interval(REPLICATION_TICK);
+        repl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 biased;
@@ -286,6 +508,10 @@ impl Node {
                     self.on_tick_expire();
                     self.submit();
                 }
+                _ = repl_tick.tick() => {
+                    self.on_tick_replication();
+                    self.submit();
+                }
             }
             if let Some(e) = self.write_failure.take() {
                 break Err(Fatal::Wal(e));
@@ -307,23 +533,46 @@ impl Node {
             self.acked = self.acked.max(synced);
             Ok(())
         });
-        match &result {
-            Ok(()) => self.release(),
+        if let Ok(()) = &result {
+            self.release();
+        }
+        let why = match &result {
+            Ok(()) => "ERR server is shutting down; the write is durable here but was not acknowledged by the replicas its mode needs".to_string(),
             Err(fatal) => {
                 error!(%fatal, "node stopping; writes not yet durable are failed");
                 if let Ok(mut f) = self.stats.fatal.lock() {
                     *f = Some(fatal.to_string());
                 }
-                for held in self.held.drain(..) {
-                    let n = held.replies.len();
+                format!("ERR {fatal}")
+            }
+        };
+        self.fail_all_held(&why);
+        result
+    }
+
+    /// Fails every held reply and waiting write with `why`.
+    fn fail_all_held(&mut self, why: &str) {
+        for (_, held) in self.pending.drain() {
+            match held {
+                Held::Batch { done, reply } => {
+                    let n = reply.replies.len();
                     // A client that went away does not need its error.
-                    let _ = held
-                        .done
-                        .send(vec![Reply::error(format!("ERR {fatal}")); n]);
+                    let _ = done.send(BatchReply {
+                        replies: vec![Reply::error(why.to_string()); n],
+                        pos: reply.pos,
+                        wrote: reply.wrote,
+                    });
                 }
             }
         }
-        result
+        for p in self.parked.drain(..) {
+            let n = p.cmds.len();
+            let _ = p.done.send(BatchReply {
+                replies: vec![Reply::error(why.to_string()); n],
+                pos: self.last,
+                wrote: None,
+            });
+        }
     }
 
     /// Shuts down the log writer, after the node task has stopped.
@@ -342,18 +591,139 @@ impl Node {
 
     fn on_msg(&mut self, msg: NodeMsg) {
         match msg {
-            NodeMsg::Batch { cmds, done } => self.on_batch(&cmds, done),
+            NodeMsg::Batch { cmds, mode, done } => self.on_batch(cmds, mode, done),
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
+            NodeMsg::Wait {
+                numreplicas,
+                lsn,
+                timeout_ms,
+                done,
+            } => self.on_wait(numreplicas, lsn, timeout_ms, done),
+            NodeMsg::SetUpstream { upstream, done } => {
+                let reply = self.on_set_upstream(upstream);
+                let _ = done.send(reply);
+            }
+            NodeMsg::FollowerUp { id, addr, from } => {
+                info!(follower = %id, %addr, from = %from, "follower connected");
+                self.replicas.connect(&id, &addr, now_ms());
+                self.replicas.reset_replica(&id, from);
+            }
+            NodeMsg::FollowerAck {
+                id,
+                durable,
+                applied,
+            } => {
+                self.replicas.on_ack(&id, durable, applied, now_ms());
+                self.release();
+            }
+            NodeMsg::Downstream { via, replicas } => {
+                if replicas.is_empty() {
+                    self.downstream.remove(&via);
+                } else {
+                    self.downstream.insert(via, replicas);
+                }
+            }
+            NodeMsg::FollowerDown { id } => {
+                info!(follower = %id, "follower disconnected");
+                self.replicas.disconnect(&id, now_ms());
+                self.downstream.remove(&id);
+            }
+            NodeMsg::SnapshotForFollower { done } => {
+                self.flush_records();
+                let _ = done.send((self.store.clone(), self.last, self.meta.history));
+            }
+            NodeMsg::Replicate {
+                epoch,
+                prev,
+                records,
+                leader_time_ms,
+                done,
+            } => {
+                let result = self.on_replicate(epoch, prev, records, leader_time_ms);
+                let _ = done.send(result);
+            }
+            NodeMsg::InstallSnapshot(install) => {
+                let install = *install;
+                let done = install.done;
+                let result = self.on_install_snapshot(
+                    install.store,
+                    install.pos,
+                    install.history,
+                    install.writer,
+                );
+                let _ = done.send(result);
+            }
+            NodeMsg::UpstreamLink {
+                up,
+                upstream_id,
+                syncing,
+            } => {
+                self.link_up = up;
+                self.syncing = syncing;
+                if upstream_id.is_some() {
+                    self.upstream_id = upstream_id;
+                }
+                if up {
+                    self.last_upstream_io_ms = now_ms();
+                }
+                self.publish_replication(now_ms());
+            }
         }
     }
 
-    fn on_batch(&mut self, cmds: &[Vec<Bytes>], done: oneshot::Sender<Vec<Reply>>) {
+    fn is_leader(&self) -> bool {
+        self.upstream.is_none()
+    }
+
+    fn on_batch(
+        &mut self,
+        cmds: Vec<Vec<Bytes>>,
+        mode: AckMode,
+        done: oneshot::Sender<BatchReply>,
+    ) {
+        let writes = cmds.iter().any(|args| {
+            args.first()
+                .and_then(|n| Store::command_spec(n))
+                .is_some_and(|s| s.write)
+        });
+        // Writes in a mode that needs replicas start only once enough are in sync (and in
+        // order behind the ones already waiting); they fail after the timeout rather than run
+        // with less than the mode promises.
+        if writes && self.is_leader() && (!self.parked.is_empty() || !self.replicas.can_start(mode))
+        {
+            self.parked.push_back(Parked {
+                cmds,
+                mode,
+                deadline_ms: now_ms().saturating_add(self.write_ack_timeout_ms),
+                done,
+            });
+            return;
+        }
+        self.run_batch(&cmds, mode, done);
+    }
+
+    fn run_batch(&mut self, cmds: &[Vec<Bytes>], mode: AckMode, done: oneshot::Sender<BatchReply>) {
         let now = now_ms();
+        let leader = self.is_leader();
+        let before = self.applied;
         let mut replies = Vec::with_capacity(cmds.len());
         for args in cmds {
             let reply = match self.store.execute(args, now) {
                 Execution::Read(reply) => reply,
+                // A replica answers reads from its state as it is, and leaves expired keys for
+                // its leader's deletions to remove; it takes no writes.
+                Execution::Write { reply, .. } if !leader => {
+                    let write = args
+                        .first()
+                        .and_then(|n| Store::command_spec(n))
+                        .is_some_and(|s| s.write);
+                    if write {
+                        Reply::error("READONLY You can't write against a read only replica.")
+                    } else {
+                        reply
+                    }
+                }
                 Execution::Write { commands, reply } => {
                     // A record the log cannot hold would stop the node: refuse the command
                     // before anything of it is applied.
@@ -376,18 +746,36 @@ impl Node {
             replies.push(reply);
         }
         Stats::add(&self.stats.total_commands_processed, cmds.len() as u64);
+        let wrote = (self.applied > before).then_some(self.last);
+        let reply = BatchReply {
+            replies,
+            pos: self.last,
+            wrote,
+        };
         // Every reply in the batch may reflect state up to `applied`: hold it until that is
-        // durable, so no client sees a write a crash could lose.
-        if self.applied <= self.acked {
-            // The connection may have gone away; nothing to do then.
-            let _ = done.send(replies);
+        // durable, so no client sees a write a crash could lose; a batch that wrote also
+        // waits for what its mode needs from the replicas.
+        let mode = if wrote.is_some() {
+            mode
         } else {
-            self.held.push_back(Held {
-                lsn: self.applied,
-                done,
-                replies,
-            });
+            AckMode::Async
+        };
+        if self.applied <= self.commit_lsn(mode) {
+            // The connection may have gone away; nothing to do then.
+            let _ = done.send(reply);
+        } else {
+            let deadline = if mode == AckMode::Async {
+                u64::MAX
+            } else {
+                now.saturating_add(self.write_ack_timeout_ms)
+            };
+            self.pending
+                .hold(mode, self.applied, deadline, Held::Batch { done, reply });
         }
+    }
+
+    fn commit_lsn(&self, mode: AckMode) -> Lsn {
+        self.replicas.commit_lsn(mode, self.acked)
     }
 
     fn append(&mut self, cmd: &Command) {
@@ -397,28 +785,33 @@ impl Node {
             self.payload_arena.reserve(PAYLOAD_ARENA_BYTES);
         }
         cmd.encode_into(&mut self.payload_arena);
+        let pos = LogPosition {
+            epoch: self.epoch,
+            lsn,
+        };
         self.unsubmitted.push(LogRecord {
-            pos: LogPosition {
-                epoch: self.epoch,
-                lsn,
-            },
+            pos,
             payload: self.payload_arena.split().freeze(),
         });
         self.store.apply(cmd);
         self.applied = lsn;
+        self.last = pos;
         self.entries_since_snapshot += 1;
     }
 
-    /// Hands the records appended so far to the log writer. When it writes them at once
-    /// (`fsync = interval`), the replies waiting for them are released here, in the same round.
+    /// Hands the records appended so far to the feed and the log writer. When the writer
+    /// writes them at once (`fsync = interval`), the replies waiting for them are released
+    /// here, in the same round.
     fn flush_records(&mut self) {
         if self.unsubmitted.is_empty() {
             return;
         }
+        self.repl.feed.push(&self.unsubmitted);
+        self.replicas.on_append(self.applied, now_ms());
         match self.wal.submit(std::mem::take(&mut self.unsubmitted)) {
             Ok(Some(written)) => {
                 if self.fsync == FsyncMode::Interval {
-                    self.acked = self.acked.max(written);
+                    self.acked = self.acked.max(written).min(self.applied);
                     Stats::set(&self.stats.written_lsn, written.0);
                     self.release();
                 }
@@ -429,7 +822,7 @@ impl Node {
     }
 
     /// The node's positions and held replies are consistent: nothing is acknowledged past what
-    /// was applied, and held replies wait in LSN order for LSNs not yet acknowledged.
+    /// was applied, and nothing held under `async` is already covered.
     fn check_invariants(&self) {
         assert!(
             self.acked <= self.applied,
@@ -437,22 +830,17 @@ impl Node {
             self.acked,
             self.applied
         );
-        if let Some(front) = self.held.front() {
+        assert_eq!(
+            self.last.lsn, self.applied,
+            "last position is the applied LSN"
+        );
+        if let Some(front) = self.pending.first_lsn(AckMode::Async) {
             assert!(
-                front.lsn > self.acked,
-                "held {} is past acked {}",
-                front.lsn,
+                front > self.acked,
+                "held {front} is past acked {}",
                 self.acked
             );
         }
-        // Walking the held replies costs more than a round: debug builds only.
-        debug_assert!(
-            self.held
-                .iter()
-                .zip(self.held.iter().skip(1))
-                .all(|(a, b)| a.lsn <= b.lsn),
-            "held replies are in LSN order"
-        );
     }
 
     /// End of a round: hand records to the writer, publish figures, and start an automatic
@@ -478,29 +866,305 @@ impl Node {
             FsyncMode::Always => state.progress.synced,
             FsyncMode::Interval => state.progress.written,
         };
-        // An inline writer may already have acknowledged past what a later fsync reports.
-        self.acked = self.acked.max(reported);
+        // An inline writer may already have acknowledged past what a later fsync reports; a
+        // report from before a log reset may be past what is applied now.
+        self.acked = self.acked.max(reported).min(self.applied);
         let written = Stats::get(&self.stats.written_lsn).max(state.progress.written.0);
         Stats::set(&self.stats.written_lsn, written);
         Stats::set(&self.stats.durable_lsn, state.progress.synced.0);
         Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
         Stats::set(&self.stats.wal_records, self.wal.records_written());
         self.release();
+        self.publish_positions();
         Ok(())
     }
 
+    /// Releases what the commit rules now allow, and answers the `WAIT`s that are satisfied.
     fn release(&mut self) {
-        while self.held.front().is_some_and(|h| h.lsn <= self.acked) {
-            if let Some(held) = self.held.pop_front() {
+        self.replicas.note_sync_commit(self.acked);
+        let acked = self.acked;
+        let replicas = &self.replicas;
+        for held in self
+            .pending
+            .release(|mode| replicas.commit_lsn(mode, acked))
+        {
+            match held {
                 // The connection may have gone away; its write is durable all the same.
-                let _ = held.done.send(held.replies);
+                Held::Batch { done, reply } => {
+                    let _ = done.send(reply);
+                }
+            }
+        }
+        if !self.waiters.is_empty() {
+            let replicas = &self.replicas;
+            let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|w| replicas.durable_count(w.lsn) >= w.numreplicas);
+            self.waiters = waiting;
+            for w in ready {
+                let n = self.replicas.durable_count(w.lsn);
+                let _ = w.done.send(Reply::Integer(i64::from(n)));
             }
         }
     }
 
+    fn on_wait(
+        &mut self,
+        numreplicas: u32,
+        lsn: Option<Lsn>,
+        timeout_ms: u64,
+        done: oneshot::Sender<Reply>,
+    ) {
+        let lsn = lsn.unwrap_or(self.applied);
+        let have = self.replicas.durable_count(lsn);
+        if have >= numreplicas {
+            let _ = done.send(Reply::Integer(i64::from(have)));
+            return;
+        }
+        let deadline_ms = if timeout_ms == 0 {
+            u64::MAX
+        } else {
+            now_ms().saturating_add(timeout_ms)
+        };
+        self.waiters.push(Waiter {
+            lsn,
+            numreplicas,
+            deadline_ms,
+            done,
+        });
+    }
+
+    /// Every tick: re-evaluate the in-sync set, start parked writes that now may, fail the
+    /// ones and the held replies past their deadline, answer timed-out `WAIT`s, and publish
+    /// the status.
+    fn on_tick_replication(&mut self) {
+        let now = now_ms();
+        for change in self.replicas.evaluate(now) {
+            match change {
+                IsrChange::Joined { id } => info!(replica = %id, "replica joined the in-sync set"),
+                IsrChange::Left { id, lag_ms } => {
+                    warn!(replica = %id, lag_ms, "replica left the in-sync set");
+                }
+            }
+        }
+        self.release();
+        self.start_parked(now);
+        for (lsn, held) in self.pending.expire(now) {
+            match held {
+                Held::Batch { done, reply } => {
+                    self.writes_failed_no_replicas += 1;
+                    let why = format!(
+                        "NOREPLICAS the write at {} was applied and made durable on the leader, but not on enough replicas within {} ms; it may not survive a failover",
+                        LogPosition { epoch: reply.wrote.map_or(self.epoch, |p| p.epoch), lsn },
+                        self.write_ack_timeout_ms
+                    );
+                    let n = reply.replies.len();
+                    let _ = done.send(BatchReply {
+                        replies: vec![Reply::error(why); n],
+                        pos: reply.pos,
+                        wrote: reply.wrote,
+                    });
+                }
+            }
+        }
+        if !self.waiters.is_empty() {
+            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|w| w.deadline_ms <= now);
+            self.waiters = waiting;
+            for w in expired {
+                let n = self.replicas.durable_count(w.lsn);
+                let _ = w.done.send(Reply::Integer(i64::from(n)));
+            }
+        }
+        self.publish_replication(now);
+    }
+
+    fn start_parked(&mut self, now: u64) {
+        while let Some(front) = self.parked.front() {
+            if !self.is_leader() {
+                break;
+            }
+            if self.replicas.can_start(front.mode) {
+                if let Some(p) = self.parked.pop_front() {
+                    self.run_batch(&p.cmds, p.mode, p.done);
+                }
+            } else if front.deadline_ms <= now {
+                if let Some(p) = self.parked.pop_front() {
+                    self.writes_failed_no_replicas += 1;
+                    let n = p.cmds.len();
+                    let _ = p.done.send(BatchReply {
+                        replies: vec![
+                            Reply::error("NOREPLICAS Not enough good replicas to write.");
+                            n
+                        ],
+                        pos: self.last,
+                        wrote: None,
+                    });
+                }
+            } else {
+                break;
+            }
+        }
+        if !self.is_leader() {
+            for p in self.parked.drain(..) {
+                let n = p.cmds.len();
+                let _ = p.done.send(BatchReply {
+                    replies: vec![
+                        Reply::error(
+                            "READONLY You can't write against a read only replica."
+                        );
+                        n
+                    ],
+                    pos: self.last,
+                    wrote: None,
+                });
+            }
+        }
+    }
+
+    /// `REPLICAOF`: a leader that becomes a replica fails the writes still waiting (its log
+    /// may be replaced); a replica that becomes the leader starts a new epoch.
+    fn on_set_upstream(&mut self, upstream: Option<Upstream>) -> Reply {
+        if upstream == self.upstream {
+            return Reply::Ok;
+        }
+        match &upstream {
+            Some(up) => {
+                info!(upstream = %up, "following a new upstream");
+                if self.is_leader() {
+                    self.fail_all_held(
+                        "ERR this node became a replica; the write was not acknowledged and may be lost",
+                    );
+                }
+            }
+            None => {
+                let epoch = Epoch(self.meta.epoch.max(self.epoch.0) + 1);
+                if self.meta.history == 0 {
+                    match meta::random_u64() {
+                        Ok(h) => self.meta.history = h,
+                        Err(e) => {
+                            return Reply::error(format!("ERR cannot draw a history id: {e}"))
+                        }
+                    }
+                }
+                self.meta.epoch = epoch.0;
+                if let Err(e) = meta::store(&self.data_dir, &self.meta) {
+                    return Reply::error(format!("ERR {e}"));
+                }
+                self.epoch = epoch;
+                info!(%epoch, "leading");
+                self.link_up = false;
+                self.upstream_id = None;
+                self.current_as_of_ms = None;
+            }
+        }
+        self.upstream = upstream.clone();
+        self.repl.upstream.send_replace(upstream);
+        self.publish_replication(now_ms());
+        Reply::Ok
+    }
+
+    fn raise_epoch(&mut self, epoch: Epoch) -> Result<(), String> {
+        if epoch.0 > self.meta.epoch {
+            self.meta.epoch = epoch.0;
+            meta::store(&self.data_dir, &self.meta)?;
+        }
+        self.epoch = self.epoch.max(epoch);
+        Ok(())
+    }
+
+    /// Entries from the upstream: checked (epoch, continuity, order, decoding) before any is
+    /// applied, then logged, applied and fed to this node's own followers.
+    fn on_replicate(
+        &mut self,
+        epoch: Epoch,
+        prev: LogPosition,
+        records: Vec<PeerRecord>,
+        leader_time_ms: Option<u64>,
+    ) -> Result<(), String> {
+        if self.is_leader() {
+            return Err("this node leads; it takes no entries".into());
+        }
+        check_entries(
+            self.last,
+            self.epoch,
+            epoch,
+            prev,
+            records.iter().map(|r| r.pos),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut commands = Vec::with_capacity(records.len());
+        for r in &records {
+            let cmd = Command::decode(&r.payload)
+                .map_err(|e| format!("entry {} does not decode: {e}", r.pos))?;
+            commands.push(cmd);
+        }
+        self.raise_epoch(epoch)?;
+        for (r, cmd) in records.into_iter().zip(&commands) {
+            self.store.apply(cmd);
+            self.applied = r.pos.lsn;
+            self.last = r.pos;
+            self.entries_since_snapshot += 1;
+            self.unsubmitted.push(LogRecord {
+                pos: r.pos,
+                payload: r.payload,
+            });
+        }
+        self.last_upstream_io_ms = now_ms();
+        if let Some(t) = leader_time_ms {
+            self.current_as_of_ms = Some(self.current_as_of_ms.map_or(t, |c| c.max(t)));
+        }
+        Ok(())
+    }
+
+    /// A snapshot from the upstream replaces the state and the log: the log is emptied to
+    /// continue after the snapshot, the snapshot file is put in place and older ones removed,
+    /// and only then is the new history recorded (a crash in between leaves the old history,
+    /// which makes the next link start with a snapshot again).
+    fn on_install_snapshot(
+        &mut self,
+        store: Store,
+        pos: LogPosition,
+        history: u64,
+        writer: SnapshotWriter,
+    ) -> Result<(), String> {
+        if self.is_leader() {
+            return Err("this node leads; it takes no snapshot".into());
+        }
+        if self.snapshot_running {
+            return Err("a local snapshot is being written; retry later".into());
+        }
+        self.flush_records();
+        self.wal.reset(pos).map_err(|e| e.to_string())?;
+        let path = writer.finish().map_err(|e| e.to_string())?;
+        remove_other_snapshots(&self.snapshot_dir, &path);
+        self.meta.history = history;
+        self.raise_epoch(pos.epoch)?;
+        meta::store(&self.data_dir, &self.meta)?;
+        self.store = store;
+        self.applied = pos.lsn;
+        self.acked = pos.lsn;
+        self.last = pos;
+        self.entries_since_snapshot = 0;
+        self.repl.feed.clear();
+        self.feed_generation += 1;
+        self.replicas.reset_log(pos.lsn);
+        Stats::set(&self.stats.last_snapshot_lsn, pos.lsn.0);
+        info!(at = %pos, keys = self.store.stats().keys, history = format!("{history:016x}"),
+            "installed a snapshot from the upstream");
+        // Replies held on a replica are reads; the new state covers them.
+        self.release();
+        self.publish_positions();
+        Ok(())
+    }
+
     /// Deletes keys whose TTL has passed, through the log like any write, so replicas and a
-    /// restart see the same deletions.
+    /// restart see the same deletions. Replicas wait for their leader's deletions.
     fn on_tick_expire(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
         // Like Redis's active expiry: keep going while whole batches expire, within a time
         // budget, so a burst of expiring keys is reclaimed fast without stalling clients.
         let started = std::time::Instant::now();
@@ -532,6 +1196,103 @@ impl Node {
         );
         Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
         Stats::set(&self.stats.wal_records, self.wal.records_written());
+        self.publish_positions();
+    }
+
+    /// Publishes positions for reads that wait and for links.
+    fn publish_positions(&self) {
+        let leader = self.is_leader();
+        let positions = Positions {
+            applied: self.last,
+            durable: self.acked,
+            current_as_of_ms: if leader {
+                Some(now_ms())
+            } else {
+                self.current_as_of_ms
+            },
+            leader,
+            epoch: self.epoch,
+        };
+        self.repl.positions.send_if_modified(|p| {
+            // The clock alone changing is not news.
+            let changed = p.applied != positions.applied
+                || p.durable != positions.durable
+                || p.leader != positions.leader
+                || p.epoch != positions.epoch
+                || (!leader && p.current_as_of_ms != positions.current_as_of_ms);
+            *p = positions;
+            changed
+        });
+        self.repl.feed.publish(FeedState {
+            last: self.last,
+            written: Lsn(Stats::get(&self.stats.written_lsn)).min(self.applied),
+            commit: self.acked,
+            epoch: self.epoch,
+            generation: self.feed_generation,
+        });
+    }
+
+    /// Refreshes the status `INFO replication`, `ROLE` and the admin API show.
+    fn publish_replication(&self, now: u64) {
+        let mut replicas: Vec<ReplicaView> = self
+            .replicas
+            .iter()
+            .map(|r| ReplicaView {
+                id: r.id.clone(),
+                addr: r.addr.clone(),
+                durable: r.durable,
+                applied: r.applied,
+                lag_entries: self.replicas.lag_entries(r),
+                lag_ms: self.replicas.lag_ms(r, now),
+                connected: r.connected,
+                in_sync: r.in_sync,
+                via: None,
+            })
+            .collect();
+        for (via, reports) in &self.downstream {
+            for d in reports {
+                replicas.push(ReplicaView {
+                    id: d.node_id.clone(),
+                    addr: d.addr.clone(),
+                    durable: d.durable,
+                    applied: d.applied,
+                    lag_entries: self.applied.0.saturating_sub(d.durable.0),
+                    lag_ms: d.lag_ms,
+                    connected: true,
+                    in_sync: false,
+                    via: Some(if d.via.is_empty() {
+                        via.clone()
+                    } else {
+                        d.via.clone()
+                    }),
+                });
+            }
+        }
+        let status = ReplStatus {
+            upstream: self.upstream.clone(),
+            upstream_id: self.upstream_id.clone(),
+            link_up: self.link_up,
+            last_upstream_io_ms: self.last_upstream_io_ms,
+            syncing: self.syncing,
+            epoch: self.epoch,
+            history: self.meta.history,
+            applied: self.last,
+            durable: self.acked,
+            commit: self.commit_lsn(self.default_ack),
+            staleness_ms: if self.is_leader() {
+                Some(0)
+            } else {
+                self.current_as_of_ms.map(|t| now.saturating_sub(t))
+            },
+            ack: Some(self.default_ack),
+            replicas,
+            parked_writes: self.parked.len() as u64,
+            writes_failed_no_replicas: self.writes_failed_no_replicas,
+        };
+        if let Ok(mut s) = self.repl.status.lock() {
+            *s = status;
+        }
+        self.publish_positions();
     }
 
     fn on_save(&mut self, background: bool, done: oneshot::Sender<Reply>) {
@@ -556,10 +1317,7 @@ impl Node {
     fn snapshot_now(&mut self) -> Result<LogPosition, String> {
         assert!(!self.snapshot_running, "one snapshot at a time");
         self.flush_records();
-        let pos = LogPosition {
-            epoch: self.epoch,
-            lsn: self.applied,
-        };
+        let pos = self.last;
         let result = write_snapshot(&self.wal, &self.snapshot_dir, &self.store, pos);
         if result.is_ok() {
             self.entries_since_snapshot = 0;
@@ -574,10 +1332,7 @@ impl Node {
         // Records must reach the writer before the clone so that syncing the writer in the
         // snapshot task covers every entry the snapshot reflects.
         self.flush_records();
-        let pos = LogPosition {
-            epoch: self.epoch,
-            lsn: self.applied,
-        };
+        let pos = self.last;
         let store = self.store.clone();
         let wal = Arc::clone(&self.wal);
         let dir = self.snapshot_dir.clone();
@@ -628,6 +1383,24 @@ impl Node {
     /// The log writer, shared with snapshot tasks; kept for shutdown.
     pub fn wal(&self) -> Arc<LogWriter> {
         Arc::clone(&self.wal)
+    }
+}
+
+/// Removes every complete snapshot file in `dir` but `keep` (after installing one from the
+/// upstream, older ones belong to a log that no longer exists). Failures are logged only: a
+/// leftover file is older than `keep` unless the log it belongs to was diverged, and then
+/// the history recorded afterwards makes the next link resynchronize.
+fn remove_other_snapshots(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path != keep && path.extension().is_some_and(|e| e == "snap") {
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(file = %path.display(), error = %e, "cannot remove an old snapshot");
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::node::NodeHandle;
+use crate::repl_state::ReplShared;
 use crate::stats::Stats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// The node task.
     pub node: NodeHandle,
+    /// Replication state.
+    pub repl: Arc<ReplShared>,
     /// Random id of this run (`run_id` in `INFO`, the replication id later).
     pub run_id: String,
     /// When the node started.
@@ -38,11 +41,17 @@ pub struct Shared {
 
 impl Shared {
     /// New shared state.
-    pub fn new(config: Config, stats: Arc<Stats>, node: NodeHandle) -> Shared {
+    pub fn new(
+        config: Config,
+        stats: Arc<Stats>,
+        node: NodeHandle,
+        repl: Arc<ReplShared>,
+    ) -> Shared {
         Shared {
             config,
             stats,
             node,
+            repl,
             run_id: random_hex_id(),
             started: Instant::now(),
             next_client_id: AtomicU64::new(1),

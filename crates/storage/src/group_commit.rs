@@ -4,8 +4,8 @@
 //! The thread's loop: block for the first request, drain whatever else is queued (at most
 //! [`GROUP_COMMIT_DRAIN_MAX`] requests), append every batch, write them with one `write` call,
 //! then per [`FsyncPolicy`] fsync once and report through `on_progress`. Control requests
-//! (`sync_now`, `compact`, `read_from`, `shutdown`) travel the same queue, so each sees every
-//! batch submitted before it.
+//! (`sync_now`, `compact`, `read_from`, `reset`, `shutdown`) travel the same queue, so each
+//! sees every batch submitted before it.
 //!
 //! After the first failure (I/O, or a batch that does not continue the log) the writer calls
 //! `on_progress(Err(..))` once and then refuses everything: batches are dropped and requests
@@ -15,7 +15,7 @@ use crate::error::WalError;
 use crate::record::LogRecord;
 use crate::stats::GroupCommitStats;
 use crate::wal::Wal;
-use replikv_core::Lsn;
+use replikv_core::{LogPosition, Lsn};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -57,6 +57,7 @@ enum Request {
         bytes_max: u64,
         reply: Sender<Result<Vec<LogRecord>, WalError>>,
     },
+    Reset(LogPosition, Sender<Result<(), WalError>>),
     Shutdown(Sender<Result<(), WalError>>),
 }
 
@@ -177,6 +178,19 @@ impl GroupCommit {
         })
     }
 
+    /// Discards the whole log and continues after the snapshot at `after`; see
+    /// [`Wal::reset`]. Runs on the writer thread once every batch submitted before it is
+    /// written, and blocks until done. Before it returns, `on_progress` is called with
+    /// `written = synced = after.lsn` (possibly lower than reported before). Batches submitted
+    /// afterwards must start at `after.lsn + 1`.
+    ///
+    /// # Errors
+    /// As [`Wal::reset`]; a failure that poisons the log is reported through `on_progress`;
+    /// [`WalError::Poisoned`] once the writer failed.
+    pub fn reset(&self, after: LogPosition) -> Result<(), WalError> {
+        self.call(|reply| Request::Reset(after, reply))
+    }
+
     /// Counters for metrics.
     #[must_use]
     pub fn stats(&self) -> GroupCommitStats {
@@ -289,6 +303,9 @@ impl Writer {
                         reply,
                     } => {
                         let _sent = reply.send(self.on_read(from, bytes_max, on_progress));
+                    }
+                    Request::Reset(after, reply) => {
+                        let _sent = reply.send(self.on_reset(after, on_progress));
                     }
                     Request::Shutdown(reply) => {
                         // `shutdown` consumes the only handle, so nothing follows it.
@@ -424,6 +441,32 @@ impl Writer {
         }
         self.report(on_progress);
         self.wal.read_from(from, bytes_max)
+    }
+
+    fn on_reset(&mut self, after: LogPosition, on_progress: &ProgressFn) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Poisoned);
+        }
+        // Batches queued before the reset were appended this round; write them first, as for
+        // any other control request (the reset then removes them with the rest).
+        if let Err(e) = self.wal.flush() {
+            return Err(self.fail(&e, on_progress).unwrap_or(e));
+        }
+        if let Err(e) = self.wal.reset(after) {
+            if self.wal.is_poisoned() {
+                self.fail(&e, on_progress);
+            }
+            return Err(e);
+        }
+        // Reported even when unchanged, and although it may go backwards: the caller learns
+        // the new positions before `reset` returns.
+        self.publish_counters();
+        self.reported = WalProgress {
+            written: self.wal.written_lsn(),
+            synced: self.wal.synced_lsn(),
+        };
+        on_progress(Ok(self.reported));
+        Ok(())
     }
 
     /// Syncs the log and notes when.

@@ -24,7 +24,7 @@ use crate::error::WalError;
 use crate::group_commit::WalProgress;
 use crate::record::LogRecord;
 use crate::wal::Wal;
-use replikv_core::Lsn;
+use replikv_core::{LogPosition, Lsn};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,10 +48,11 @@ pub struct InlineWal {
 /// State shared by callers and the syncer thread.
 struct Shared {
     /// Held only to append+write, to take a sync handle, to mark it synced, and (longer) by
-    /// `compact` and `read_from`. Never held across the syncer's fsync.
+    /// `compact`, `read_from` and `reset`. Never held across the syncer's fsync.
     wal: Mutex<Wal>,
-    /// Serializes syncs and progress reports, so `synced` is reported in order. Taken before
-    /// `wal` when both are needed; never taken while holding `wal`.
+    /// Serializes syncs, resets and progress reports, so `synced` is reported in order and no
+    /// sync straddles a reset. Taken before `wal` when both are needed; never taken while
+    /// holding `wal`.
     reporter: Mutex<Reporter>,
     records_written: AtomicU64,
     fsyncs: AtomicU64,
@@ -217,6 +218,38 @@ impl InlineWal {
         self.shared.lock_wal()?.read_from(from, bytes_max)
     }
 
+    /// Discards the whole log and continues after the snapshot at `after`; see
+    /// [`Wal::reset`]. Every append that returned before it was written; appends wait while
+    /// it runs. It waits for a sync in progress (the syncer's included), so no fsync of the
+    /// discarded log is reported afterwards. Before it returns, `on_progress` is called with
+    /// `written = synced = after.lsn` (possibly lower than reported before).
+    ///
+    /// # Errors
+    /// As [`Wal::reset`]; a failure that poisons the log is reported through `on_progress`;
+    /// [`WalError::Poisoned`].
+    pub fn reset(&self, after: LogPosition) -> Result<(), WalError> {
+        // The reporter first, as in a sync: a sync holds it from taking its handle to
+        // reporting, so none straddles the reset.
+        let mut reporter = self.shared.lock_reporter()?;
+        let result = {
+            let mut wal = self.shared.lock_wal()?;
+            wal.reset(after)
+                .map(|()| WalProgress {
+                    written: wal.written_lsn(),
+                    synced: wal.synced_lsn(),
+                })
+                .map_err(|e| (e, wal.is_poisoned()))
+        };
+        match result {
+            Ok(progress) => {
+                reporter.report_reset(progress);
+                Ok(())
+            }
+            Err((e, true)) => Err(reporter.fail_with(e)),
+            Err((e, false)) => Err(e),
+        }
+    }
+
     /// Last LSN handed to the OS.
     ///
     /// # Errors
@@ -362,6 +395,15 @@ impl Reporter {
         }
         self.fail(&error.to_string());
         error
+    }
+
+    /// Reports the progress after a reset: always, and although it may go backwards.
+    fn report_reset(&mut self, now: WalProgress) {
+        if self.failed {
+            return;
+        }
+        self.reported = now;
+        (self.on_progress)(Ok(now));
     }
 
     /// Reports progress when it moved since the last report.

@@ -47,6 +47,10 @@ fn assert_refuses_everything(log: &InlineWal, rx: &Receiver<Progress>) {
     assert!(matches!(log.sync_now(), Err(WalError::Poisoned)));
     assert!(matches!(log.compact(Lsn(1)), Err(WalError::Poisoned)));
     assert!(matches!(log.read_from(Lsn(1), 10), Err(WalError::Poisoned)));
+    assert!(matches!(
+        log.reset(replikv_core::LogPosition::default()),
+        Err(WalError::Poisoned)
+    ));
     // The failure is reported once.
     assert!(rx.try_iter().all(|p| p.is_ok()), "a second failure report");
 }

@@ -9,11 +9,14 @@
 //! - [`InlineWal`] ([`inline_wal`]): for `fsync = interval`, appends written on the caller's
 //!   thread and fsynced every interval by a background thread, without the writer-thread
 //!   round trip.
+//! - [`LogCursor`] ([`log_cursor`]): reads the log directory beside the writer, batch by
+//!   batch up to an LSN the writer reported written, for shipping records to replicas.
 //! - [`decode_record`] / [`encode_record`] ([`record`]): the record codec, also fuzzed.
 //! - [`SnapshotWriter`] / [`SnapshotReader`]: snapshot files written atomically and read with
 //!   every chunk checked.
 //! - Retention: [`Wal::compact`] drops segments a snapshot covers, keeping
-//!   [`WalOptions::retention_bytes`] of log for replicas.
+//!   [`WalOptions::retention_bytes`] of log for replicas. [`Wal::reset`] discards the whole
+//!   log for a follower bootstrapped from a snapshot.
 //!
 //! Byte layouts are in `docs/design/wal.md`.
 //!
@@ -47,6 +50,7 @@ pub mod group_commit;
 pub mod inline_wal;
 #[cfg(test)]
 mod inline_wal_test;
+pub mod log_cursor;
 pub mod record;
 pub mod recovery;
 pub mod segment;
@@ -62,6 +66,7 @@ mod wal_test;
 pub use error::WalError;
 pub use group_commit::{FsyncPolicy, GroupCommit, WalProgress, GROUP_COMMIT_DRAIN_MAX};
 pub use inline_wal::InlineWal;
+pub use log_cursor::{LogCursor, LOG_CURSOR_BATCH_RECORDS_MAX};
 pub use record::{
     decode_record, encode_record, LogRecord, RecordError, RECORD_HEADER_BYTES,
     RECORD_PAYLOAD_BYTES_MAX,

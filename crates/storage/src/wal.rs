@@ -5,7 +5,8 @@ use crate::fs_util::{ensure_dir, fsync_dir};
 use crate::record::{encode_record, LogRecord, RECORD_PAYLOAD_BYTES_MAX};
 use crate::recovery::{scan_dir, Recovery};
 use crate::segment::{
-    encode_segment_header, scan_segment, segment_file_name, Segment, SEGMENT_HEADER_BYTES,
+    encode_segment_header, list_segment_files, scan_segment, segment_file_name, Segment,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::spare::{
     spare_remove_stale, zero_filled_file_create, Spare, PREALLOCATE_BYTES_MAX, SPARE_FILE_NAME,
@@ -91,6 +92,8 @@ pub struct Wal {
     /// Last LSN fsynced (or covered by the snapshot at open). `synced <= written`.
     synced: Lsn,
     poisoned: bool,
+    /// Resets since the log was opened: tells a [`SyncHandle`] of a discarded log apart.
+    resets: u64,
     stats: WalStats,
     #[cfg(test)]
     pub(crate) faults: FaultPlan,
@@ -116,6 +119,8 @@ pub(crate) struct SyncHandle {
     path: PathBuf,
     /// The last LSN written to the OS when the handle was taken.
     pub(crate) written: Lsn,
+    /// The log's reset count when the handle was taken.
+    resets: u64,
     /// The failure the test plan injects into this fsync.
     #[cfg(test)]
     injected: std::io::Result<()>,
@@ -189,6 +194,7 @@ impl Wal {
             written: durable,
             synced: durable,
             poisoned: false,
+            resets: 0,
             stats: WalStats::default(),
             #[cfg(test)]
             faults: FaultPlan::default(),
@@ -518,6 +524,7 @@ impl Wal {
             file,
             path: seg.path.clone(),
             written: self.written,
+            resets: self.resets,
             #[cfg(test)]
             injected,
         }))
@@ -536,6 +543,10 @@ impl Wal {
         result: std::io::Result<()>,
     ) -> Result<(), WalError> {
         self.check_usable()?;
+        assert_eq!(
+            handle.resets, self.resets,
+            "a sync handle taken before a reset is reported after it"
+        );
         if let Err(e) = result {
             return Err(self.poison(WalError::io("fsync segment", &handle.path, e)));
         }
@@ -577,6 +588,74 @@ impl Wal {
         }
         self.check_invariants();
         Ok(removed)
+    }
+
+    /// Discards the whole log and continues after `after`, the position of a snapshot that
+    /// replaces it (a follower bootstrapped from its leader's snapshot). Removes every segment
+    /// file and the spare, and fsyncs the directory. Afterwards the log holds no record, the
+    /// next record appended must have LSN `after.lsn + 1`, and [`written_lsn`](Wal::written_lsn)
+    /// and [`synced_lsn`](Wal::synced_lsn) are `after.lsn`, which may be lower than before
+    /// (a diverged follower reset back). Records buffered and not written are dropped.
+    ///
+    /// Call it only once the snapshot at `after` is durable: [`Wal::open`] then continues the
+    /// same way with `after.lsn`. The epoch of `after` is not kept (the log holds no record
+    /// to carry it, and `open` would not know it either).
+    ///
+    /// Crash safety: the segment that may hold `after.lsn + 1` is removed and the removal
+    /// made durable before the others are removed, so a crash in between never leaves records
+    /// past `after` that `open(after.lsn)` would replay; it may leave segments past a gap,
+    /// which `open` refuses as [`WalError::Corrupt`] (missing entries) until they are removed.
+    ///
+    /// The spare segment being prepared is cancelled (its thread stopped and its file removed)
+    /// before the directory is emptied, so no thread writes or renames a file there meanwhile;
+    /// a new one is started for the first segment of the reset log.
+    ///
+    /// # Errors
+    /// Listing the directory failed (the log is unchanged); removing a file or fsyncing the
+    /// directory failed (the log is poisoned: the directory is between two logs);
+    /// [`WalError::Poisoned`].
+    pub fn reset(&mut self, after: LogPosition) -> Result<(), WalError> {
+        self.check_usable()?;
+        let dir = self.opts.dir.clone();
+        let mut files =
+            list_segment_files(&dir).map_err(|e| WalError::io("list directory", &dir, e))?;
+        if let Some(spare) = self.spare.take() {
+            spare.cancel();
+        }
+        self.active = None;
+        self.segments.clear();
+        self.buf.clear();
+        self.buf_records = 0;
+        // The last segment named at or before `after + 1` is the one that may hold it; every
+        // later one holds only records past `after`.
+        let holds_next = files
+            .partition_point(|(first, _)| first.0 <= after.lsn.0.saturating_add(1))
+            .checked_sub(1);
+        if let Some(index) = holds_next {
+            let (_, path) = files.remove(index);
+            reset_remove_segment(&path).map_err(|e| self.poison(e))?;
+            if !files.is_empty() {
+                fsync_dir(&dir).map_err(|e| self.poison(e))?;
+            }
+        }
+        for (_, path) in &files {
+            reset_remove_segment(path).map_err(|e| self.poison(e))?;
+        }
+        fsync_dir(&dir).map_err(|e| self.poison(e))?;
+        tracing::info!(
+            dir = %dir.display(),
+            after = %after,
+            previous_next_lsn = %self.next_lsn,
+            "log reset"
+        );
+        self.last = None;
+        self.next_lsn = after.lsn.next();
+        self.written = after.lsn;
+        self.synced = after.lsn;
+        self.resets += 1;
+        self.spare_start_if_due();
+        self.check_invariants();
+        Ok(())
     }
 
     /// Reads written records with LSN `from` and later, in order, stopping once their payloads
@@ -686,6 +765,12 @@ impl Wal {
         self.stats
     }
 
+    /// Whether a spare segment is being prepared (or is ready and not installed yet).
+    #[cfg(test)]
+    pub(crate) fn spare_active(&self) -> bool {
+        self.spare.is_some()
+    }
+
     /// Whether an earlier failure poisoned the log.
     #[must_use]
     pub fn is_poisoned(&self) -> bool {
@@ -782,6 +867,15 @@ impl Drop for Wal {
     }
 }
 
+/// Removes a segment file for [`Wal::reset`]; one already gone is fine.
+fn reset_remove_segment(path: &Path) -> Result<(), WalError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(WalError::io("remove segment", path, e)),
+    }
+}
+
 /// Reads the first `len` bytes of a file (fewer when it is shorter).
 fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>, WalError> {
     let file = File::open(path).map_err(|e| WalError::io("open segment", path, e))?;
@@ -804,6 +898,7 @@ impl std::fmt::Debug for Wal {
             .field("written", &self.written)
             .field("synced", &self.synced)
             .field("poisoned", &self.poisoned)
+            .field("resets", &self.resets)
             .field("spare", &self.spare.is_some())
             .finish_non_exhaustive()
     }

@@ -38,6 +38,10 @@ fn assert_refuses_everything(wal: &mut Wal) {
     assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
     assert!(matches!(wal.compact(Lsn(1)), Err(WalError::Poisoned)));
     assert!(matches!(wal.read_from(Lsn(1), 10), Err(WalError::Poisoned)));
+    assert!(matches!(
+        wal.reset(LogPosition::default()),
+        Err(WalError::Poisoned)
+    ));
 }
 
 #[test]
@@ -137,6 +141,10 @@ fn group_commit_reports_a_failed_fsync_once_and_refuses_afterwards() {
     eprintln!("phase: every later request is refused and the error is not reported again");
     gc.submit(recs(5, 5));
     assert!(matches!(gc.sync_now(), Err(WalError::Poisoned)));
+    assert!(matches!(
+        gc.reset(LogPosition::default()),
+        Err(WalError::Poisoned)
+    ));
     assert!(matches!(gc.shutdown(), Err(WalError::Poisoned)));
     assert_eq!(rx.try_iter().count(), 0);
 }
@@ -164,4 +172,131 @@ fn failed_spare_segment_is_discarded_and_the_roll_preallocates_itself() {
             path.display()
         );
     }
+}
+
+#[test]
+fn reset_refuses_a_poisoned_log_and_leaves_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 20);
+    wal.append(&recs(1, 3)).unwrap();
+    wal.sync().unwrap();
+    wal.faults.write_fails_after = Some(0);
+    wal.append(&recs(4, 4)).unwrap();
+    assert!(wal.flush().is_err());
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(matches!(
+        wal.reset(LogPosition {
+            epoch: Epoch(2),
+            lsn: Lsn(10)
+        }),
+        Err(WalError::Poisoned)
+    ));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files);
+    assert_eq!(wal.written_lsn(), Lsn(3));
+    drop(wal);
+    let (_, records) = open(dir.path(), 1 << 20);
+    assert_eq!(records, recs(1, 3));
+}
+
+/// Files in the log directory, by name.
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn reset_while_the_spare_segment_is_being_prepared() {
+    // 8 MiB segments: the spare's thread zero-fills 8 chunks, so a reset right after open
+    // usually cancels it mid-way; either way it must not reach the reset log.
+    const SEGMENT_BYTES: u64 = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions::new(dir.path(), SEGMENT_BYTES, 0);
+    let (mut wal, _) = Wal::open(opts.clone(), Lsn::ZERO).unwrap();
+    assert!(
+        wal.spare_active(),
+        "a log without segments prepares one at open"
+    );
+
+    eprintln!("phase: reset while the spare is being zero-filled");
+    let after = LogPosition {
+        epoch: Epoch(2),
+        lsn: Lsn(10),
+    };
+    wal.reset(after).unwrap();
+    assert!(
+        wal.spare_active(),
+        "a new spare for the reset log's first segment"
+    );
+    assert!(
+        dir_names(dir.path())
+            .iter()
+            .all(|n| n == crate::spare::SPARE_FILE_NAME),
+        "{:?}",
+        dir_names(dir.path())
+    );
+
+    eprintln!("phase: the first append installs the new spare as segment 11");
+    let new: Vec<LogRecord> = recs(11, 13)
+        .into_iter()
+        .map(|r| LogRecord {
+            pos: LogPosition {
+                epoch: Epoch(2),
+                ..r.pos
+            },
+            ..r
+        })
+        .collect();
+    wal.append(&new).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.stats().segments_from_spare, 1);
+    assert!(!wal.spare_active());
+    assert_eq!(dir_names(dir.path()), ["00000000000000000011.wal"]);
+    let segment = dir.path().join("00000000000000000011.wal");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), SEGMENT_BYTES);
+    drop(wal);
+
+    eprintln!("phase: reopened after the snapshot, the log holds exactly the new records");
+    let (wal, recovery) = Wal::open(opts.clone(), Lsn(10)).unwrap();
+    assert_eq!(recovery.records, new);
+    assert!(recovery.torn_tail.is_none());
+
+    eprintln!("phase: a spare started once the segment is half full is discarded the same way");
+    let mut wal = wal;
+    let half: Vec<LogRecord> = (14..=17)
+        .map(|lsn| LogRecord {
+            pos: LogPosition {
+                epoch: Epoch(2),
+                lsn: Lsn(lsn),
+            },
+            payload: Bytes::from(vec![7u8; (SEGMENT_BYTES / 8) as usize]),
+        })
+        .collect();
+    wal.append(&half).unwrap();
+    assert!(
+        wal.spare_active(),
+        "half full: the next segment is being prepared"
+    );
+    wal.reset(LogPosition {
+        epoch: Epoch(3),
+        lsn: Lsn(5),
+    })
+    .unwrap();
+    wal.append(&[LogRecord {
+        pos: LogPosition {
+            epoch: Epoch(3),
+            lsn: Lsn(6),
+        },
+        payload: Bytes::from_static(b"after"),
+    }])
+    .unwrap();
+    wal.sync().unwrap();
+    assert_eq!(dir_names(dir.path()), ["00000000000000000006.wal"]);
+    drop(wal);
+    let (_, recovery) = Wal::open(opts, Lsn(5)).unwrap();
+    assert_eq!(recovery.records.len(), 1);
+    assert_eq!(recovery.records[0].pos.lsn, Lsn(6));
 }

@@ -79,7 +79,12 @@ pub fn encode_frame(message: &PeerMessage, out: &mut BytesMut) -> Result<(), Pee
         } => serialize_body(&(protocol_version, cluster_name, node_id, nonce), out),
         PeerMessage::Challenge { nonce, node_id } => serialize_body(&(nonce, node_id), out),
         PeerMessage::Auth { mac } => serialize_body(mac, out),
-        PeerMessage::Fetch { from, epoch } => serialize_body(&(from, epoch), out),
+        PeerMessage::Fetch {
+            from,
+            epoch,
+            history,
+            listen_port,
+        } => serialize_body(&(from, epoch, history, listen_port), out),
         PeerMessage::Entries {
             epoch,
             prev,
@@ -96,7 +101,12 @@ pub fn encode_frame(message: &PeerMessage, out: &mut BytesMut) -> Result<(), Pee
             commit,
             leader_time_ms,
         } => serialize_body(&(epoch, commit, leader_time_ms), out),
-        PeerMessage::SnapshotBegin { pos, total_bytes } => serialize_body(&(pos, total_bytes), out),
+        PeerMessage::Downstream { replicas } => serialize_body(replicas, out),
+        PeerMessage::SnapshotBegin {
+            pos,
+            total_bytes,
+            history,
+        } => serialize_body(&(pos, total_bytes, history), out),
         PeerMessage::SnapshotChunk { index, data } => serialize_body(&(index, data), out),
         PeerMessage::SnapshotEnd { chunks } => serialize_body(chunks, out),
         PeerMessage::Refuse { reason } => serialize_body(reason, out),
@@ -347,8 +357,13 @@ fn decode_body(kind: PeerMessageKind, body: &[u8]) -> Result<DecodedBody, PeerEr
             reason: deserialize_body(kind, body)?,
         },
         PeerMessageKind::Fetch => {
-            let (from, epoch) = deserialize_body(kind, body)?;
-            PeerMessage::Fetch { from, epoch }
+            let (from, epoch, history, listen_port) = deserialize_body(kind, body)?;
+            PeerMessage::Fetch {
+                from,
+                epoch,
+                history,
+                listen_port,
+            }
         }
         PeerMessageKind::Entries => {
             let (epoch, prev, commit, records): (_, _, _, Vec<BorrowedRecord<'_>>) =
@@ -379,9 +394,16 @@ fn decode_body(kind: PeerMessageKind, body: &[u8]) -> Result<DecodedBody, PeerEr
                 leader_time_ms,
             }
         }
+        PeerMessageKind::Downstream => PeerMessage::Downstream {
+            replicas: deserialize_body(kind, body)?,
+        },
         PeerMessageKind::SnapshotBegin => {
-            let (pos, total_bytes) = deserialize_body(kind, body)?;
-            PeerMessage::SnapshotBegin { pos, total_bytes }
+            let (pos, total_bytes, history) = deserialize_body(kind, body)?;
+            PeerMessage::SnapshotBegin {
+                pos,
+                total_bytes,
+                history,
+            }
         }
         PeerMessageKind::SnapshotChunk => {
             let (index, data): (u64, &[u8]) = take_body(kind, body)?;

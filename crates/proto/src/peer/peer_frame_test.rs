@@ -39,6 +39,30 @@ fn raw_frame(version: u16, kind: u16, body: &[u8]) -> BytesMut {
     out
 }
 
+/// Encodes `message`, checks that the frame decodes back to it with nothing left over, and
+/// returns the frame's body.
+fn round_trip_body(message: &PeerMessage) -> Vec<u8> {
+    let mut buf = encoded(message);
+    let body = buf[PEER_FRAME_HEADER_BYTES..].to_vec();
+    assert_eq!(
+        decode_frame(&mut buf, PEER_BODY_BYTES_MAX_DEFAULT),
+        Ok(Some(message.clone()))
+    );
+    assert!(buf.is_empty(), "{} bytes left", buf.len());
+    body
+}
+
+fn replica(node_id: &str, addr: &str, via: &str) -> DownstreamReplica {
+    DownstreamReplica {
+        node_id: node_id.into(),
+        addr: addr.into(),
+        durable: Lsn(300),
+        applied: Lsn(299),
+        lag_ms: 5,
+        via: via.into(),
+    }
+}
+
 /// Decodes `buf` expecting `error`, and checks the buffer is unchanged afterwards.
 fn assert_error(mut buf: BytesMut, body_bytes_max: usize, error: &PeerError) {
     let before = buf.clone();
@@ -73,6 +97,119 @@ fn kind_codes_round_trip_and_are_distinct() {
     assert_eq!(codes.len(), PeerMessageKind::ALL.len());
     assert_eq!(PeerMessageKind::from_code(0), None);
     assert_eq!(PeerMessageKind::from_code(u16::MAX), None);
+}
+
+/// The body layouts in `docs/design/peer-protocol.md`: `Fetch` is `from, epoch, history,
+/// listen_port`, in that order, each a varint.
+#[test]
+fn fetch_body_is_from_epoch_history_listen_port() {
+    let message = PeerMessage::Fetch {
+        from: pos(4, 100),
+        epoch: Epoch(5),
+        history: 300,
+        listen_port: 6379,
+    };
+    // 300 = 0xac 0x02 and 6379 = 0xeb 0x31 as LEB128 varints.
+    assert_eq!(
+        round_trip_body(&message),
+        [4, 100, 5, 0xac, 0x02, 0xeb, 0x31]
+    );
+    // A follower with an empty log: no history, and the largest port.
+    let message = PeerMessage::Fetch {
+        from: pos(0, 0),
+        epoch: Epoch(0),
+        history: 0,
+        listen_port: u16::MAX,
+    };
+    assert_eq!(round_trip_body(&message), [0, 0, 0, 0, 0xff, 0xff, 0x03]);
+}
+
+#[test]
+fn snapshot_begin_body_is_pos_total_bytes_history() {
+    let message = PeerMessage::SnapshotBegin {
+        pos: pos(4, 90),
+        total_bytes: 2,
+        history: 7,
+    };
+    assert_eq!(round_trip_body(&message), [4, 90, 2, 7]);
+    let message = PeerMessage::SnapshotBegin {
+        pos: pos(u64::MAX, u64::MAX),
+        total_bytes: u64::MAX,
+        history: u64::MAX,
+    };
+    let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    assert_eq!(round_trip_body(&message), [max; 4].concat());
+}
+
+/// `Downstream` is a count of replicas, then each replica's fields in declaration order.
+#[test]
+fn downstream_body_is_a_list_of_replicas() {
+    assert_eq!(PeerMessageKind::Downstream.code(), 20);
+    assert_eq!(PeerMessageKind::Downstream.name(), "Downstream");
+    assert_eq!(
+        round_trip_body(&PeerMessage::Downstream { replicas: vec![] }),
+        [0]
+    );
+    let message = PeerMessage::Downstream {
+        replicas: vec![replica("c", "10.0.0.3:6379", "b")],
+    };
+    let mut body = vec![1, 1, b'c', 13];
+    body.extend_from_slice(b"10.0.0.3:6379");
+    body.extend_from_slice(&[0xac, 0x02, 0xab, 0x02, 5, 1, b'b']);
+    assert_eq!(round_trip_body(&message), body);
+    // A report relayed from further down the tree, with an IPv6 address.
+    let message = PeerMessage::Downstream {
+        replicas: vec![
+            replica("node-c", "10.0.0.3:6379", "node-b"),
+            replica("node-d", "[fd00::4]:6380", "node-c"),
+        ],
+    };
+    round_trip_body(&message);
+}
+
+/// `Downstream` is a control message: at most 64 KiB whatever the link's limit, on both sides.
+#[test]
+fn downstream_is_bounded_as_a_control_message() {
+    assert!(!PeerMessageKind::Downstream.is_bulk());
+    // Each replica below is 5 varint bytes (durable 300 and applied 299 take two each, lag
+    // one), 3 length bytes and 120 bytes of strings: 128 bytes. 512 of them and the 2-byte
+    // count are 65 538 bytes, two over the limit; 511 fit.
+    let name = "n".repeat(40);
+    let many = |count| PeerMessage::Downstream {
+        replicas: vec![replica(&name, &name, &name); count],
+    };
+    let mut out = BytesMut::from(&b"earlier frames"[..]);
+    assert_eq!(
+        encode_frame(&many(512), &mut out),
+        Err(PeerError::BodyTooLarge {
+            kind: PeerMessageKind::Downstream,
+            body_bytes: 2 + 512 * 128,
+            body_bytes_max: PEER_CONTROL_BODY_BYTES_MAX as u64,
+        })
+    );
+    assert_eq!(&out[..], b"earlier frames");
+    encode_frame(&many(511), &mut out).unwrap();
+    let mut frame = out.split_off(14);
+    assert_eq!(
+        decode_frame(&mut frame, PEER_BODY_BYTES_MAX_DEFAULT),
+        Ok(Some(many(511)))
+    );
+    let mut header = raw_frame(
+        PEER_PROTOCOL_VERSION,
+        PeerMessageKind::Downstream.code(),
+        &[],
+    );
+    let over = u32::try_from(PEER_CONTROL_BODY_BYTES_MAX + 1).unwrap();
+    header[8..12].copy_from_slice(&over.to_le_bytes());
+    assert_error(
+        header,
+        PEER_BODY_BYTES_MAX_DEFAULT,
+        &PeerError::BodyTooLarge {
+            kind: PeerMessageKind::Downstream,
+            body_bytes: u64::from(over),
+            body_bytes_max: PEER_CONTROL_BODY_BYTES_MAX as u64,
+        },
+    );
 }
 
 #[test]
@@ -131,7 +268,7 @@ fn other_versions_are_refused() {
 
 #[test]
 fn unknown_kinds_are_refused() {
-    for kind in [0, 5, 15, 20, 35, u16::MAX] {
+    for kind in [0, 5, 15, 21, 35, u16::MAX] {
         let frame = raw_frame(PEER_PROTOCOL_VERSION, kind, &[]);
         assert_error(
             BytesMut::from(&frame[..8]),

@@ -23,14 +23,36 @@ pub struct PeerRecord {
     pub payload: Bytes,
 }
 
+/// One replica in a [`PeerMessage::Downstream`] report: a node that replicates from the
+/// reporting node, or from a node below it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownstreamReplica {
+    /// The replica's node id.
+    pub node_id: String,
+    /// The replica's client address as `ip:port` (an IPv6 address in brackets), the IP as its
+    /// upstream sees the link and the port from its [`PeerMessage::Fetch`]'s `listen_port`.
+    pub addr: String,
+    /// The last LSN the replica has made durable, from its latest `Ack`.
+    pub durable: Lsn,
+    /// The last LSN the replica has applied, from its latest `Ack`.
+    pub applied: Lsn,
+    /// How far the replica is behind, in milliseconds, as its upstream measures it; for
+    /// status reports only, never for ordering or leases.
+    pub lag_ms: u64,
+    /// The id of the node the replica fetches from, so that a report relayed up more than one
+    /// level keeps the shape of the tree.
+    pub via: String,
+}
+
 /// A message on a node-to-node link, carried in one peer frame.
 ///
 /// A link opens with the handshake: the connecting node (client) sends [`Hello`], the
 /// accepting node (server) answers [`Challenge`], then each side sends [`Auth`], the client
 /// first; either side may send [`Refuse`] and close instead. After the handshake a follower
-/// sends [`Fetch`] and [`Ack`], and its upstream sends [`Entries`], [`Heartbeat`] and, when the
-/// follower is behind the retained log, [`SnapshotBegin`], [`SnapshotChunk`]s and
-/// [`SnapshotEnd`]. See `docs/design/peer-protocol.md`.
+/// sends [`Fetch`] and [`Ack`] (and [`Downstream`] when others replicate from it), and its
+/// upstream sends [`Entries`], [`Heartbeat`] and, when it cannot continue the follower's log,
+/// [`SnapshotBegin`], [`SnapshotChunk`]s and [`SnapshotEnd`]. See
+/// `docs/design/peer-protocol.md`.
 ///
 /// [`Hello`]: PeerMessage::Hello
 /// [`Challenge`]: PeerMessage::Challenge
@@ -38,6 +60,7 @@ pub struct PeerRecord {
 /// [`Refuse`]: PeerMessage::Refuse
 /// [`Fetch`]: PeerMessage::Fetch
 /// [`Ack`]: PeerMessage::Ack
+/// [`Downstream`]: PeerMessage::Downstream
 /// [`Entries`]: PeerMessage::Entries
 /// [`Heartbeat`]: PeerMessage::Heartbeat
 /// [`SnapshotBegin`]: PeerMessage::SnapshotBegin
@@ -77,6 +100,13 @@ pub enum PeerMessage {
         from: LogPosition,
         /// The highest epoch the follower has seen, for fencing.
         epoch: Epoch,
+        /// The id of the log history the follower's log belongs to, 0 when it has none (empty
+        /// log). The upstream continues the log only within the same history and otherwise
+        /// sends a snapshot.
+        history: u64,
+        /// The follower's client port, which its upstream lists with the link's peer IP (as
+        /// Redis's `INFO replication` lists a replica's ip and port).
+        listen_port: u16,
     },
     /// A batch of log entries from the upstream.
     Entries {
@@ -98,6 +128,16 @@ pub enum PeerMessage {
         /// The last LSN the follower has applied.
         applied: Lsn,
     },
+    /// A follower reports the replicas that fetch from it, directly or further down, so that
+    /// their lag is visible up the tree. Sent with its `Ack`s, only when it has any.
+    Downstream {
+        /// The replicas, in no particular order. The sender bounds the list so that the body
+        /// fits a control frame ([`PEER_CONTROL_BODY_BYTES_MAX`]); `encode_frame` refuses a
+        /// larger one.
+        ///
+        /// [`PEER_CONTROL_BODY_BYTES_MAX`]: crate::PEER_CONTROL_BODY_BYTES_MAX
+        replicas: Vec<DownstreamReplica>,
+    },
     /// The upstream is alive and has nothing new to send.
     Heartbeat {
         /// The sender's epoch.
@@ -114,6 +154,8 @@ pub enum PeerMessage {
         pos: LogPosition,
         /// The size of all chunks' data together.
         total_bytes: u64,
+        /// The id of the log history the snapshot belongs to; the follower adopts it.
+        history: u64,
     },
     /// One piece of a snapshot.
     SnapshotChunk {
@@ -122,7 +164,8 @@ pub enum PeerMessage {
         /// The chunk's bytes, opaque to this crate.
         data: Bytes,
     },
-    /// A snapshot transfer ends.
+    /// A snapshot transfer ends. The upstream goes straight on with `Entries` from the
+    /// snapshot's `pos`, without waiting for a new `Fetch`.
     SnapshotEnd {
         /// How many chunks were sent.
         chunks: u64,
@@ -147,6 +190,7 @@ impl PeerMessage {
             PeerMessage::Fetch { .. } => PeerMessageKind::Fetch,
             PeerMessage::Entries { .. } => PeerMessageKind::Entries,
             PeerMessage::Ack { .. } => PeerMessageKind::Ack,
+            PeerMessage::Downstream { .. } => PeerMessageKind::Downstream,
             PeerMessage::Heartbeat { .. } => PeerMessageKind::Heartbeat,
             PeerMessage::SnapshotBegin { .. } => PeerMessageKind::SnapshotBegin,
             PeerMessage::SnapshotChunk { .. } => PeerMessageKind::SnapshotChunk,

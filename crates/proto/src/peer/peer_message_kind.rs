@@ -5,8 +5,9 @@ use std::fmt;
 /// What a peer frame's body holds: the `kind` field of the frame header.
 ///
 /// Codes are grouped by phase: 1–15 handshake and refusal, 16–31 log replication, 32–47
-/// snapshot transfer. A code is never reused for a different body; a new body layout gets a
-/// new code (or a new protocol version).
+/// snapshot transfer. Once released, a code is never reused for a different body; a new body
+/// layout gets a new code (or a new protocol version). Nothing has been released yet, so the
+/// bodies of version 1 may still change in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[repr(u16)]
@@ -27,6 +28,8 @@ pub enum PeerMessageKind {
     Ack = 18,
     /// [`PeerMessage::Heartbeat`](crate::PeerMessage::Heartbeat).
     Heartbeat = 19,
+    /// [`PeerMessage::Downstream`](crate::PeerMessage::Downstream).
+    Downstream = 20,
     /// [`PeerMessage::SnapshotBegin`](crate::PeerMessage::SnapshotBegin).
     SnapshotBegin = 32,
     /// [`PeerMessage::SnapshotChunk`](crate::PeerMessage::SnapshotChunk).
@@ -37,7 +40,7 @@ pub enum PeerMessageKind {
 
 impl PeerMessageKind {
     /// Every kind, in code order.
-    pub const ALL: [PeerMessageKind; 11] = [
+    pub const ALL: [PeerMessageKind; 12] = [
         PeerMessageKind::Hello,
         PeerMessageKind::Challenge,
         PeerMessageKind::Auth,
@@ -46,6 +49,7 @@ impl PeerMessageKind {
         PeerMessageKind::Entries,
         PeerMessageKind::Ack,
         PeerMessageKind::Heartbeat,
+        PeerMessageKind::Downstream,
         PeerMessageKind::SnapshotBegin,
         PeerMessageKind::SnapshotChunk,
         PeerMessageKind::SnapshotEnd,
@@ -88,6 +92,7 @@ impl PeerMessageKind {
             PeerMessageKind::Entries => "Entries",
             PeerMessageKind::Ack => "Ack",
             PeerMessageKind::Heartbeat => "Heartbeat",
+            PeerMessageKind::Downstream => "Downstream",
             PeerMessageKind::SnapshotBegin => "SnapshotBegin",
             PeerMessageKind::SnapshotChunk => "SnapshotChunk",
             PeerMessageKind::SnapshotEnd => "SnapshotEnd",

@@ -1,0 +1,148 @@
+//! Writes a replica forwards to its upstream (`replica-writes = forward`): each client
+//! connection that forwards gets its own connection to the upstream's client port, so its
+//! writes keep their order. After each write the replica asks the upstream for the write's
+//! consistency token, so the client's next reads here wait until the write has arrived.
+
+use crate::config::Upstream;
+use crate::shared::Shared;
+use bytes::{Bytes, BytesMut};
+use replikv_core::replication::parse_token;
+use replikv_core::{AckMode, LogPosition};
+use replikv_proto::{encode_array_header, encode_bulk, parse_frame, Frame};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one forwarded write's round trip (it may wait for replicas upstream).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest reply accepted from the upstream.
+const REPLY_BYTES_MAX: usize = 600 << 20;
+
+/// A connection to the upstream for one client connection's writes.
+#[derive(Debug)]
+pub struct Forwarder {
+    upstream: Upstream,
+    stream: TcpStream,
+    buf: BytesMut,
+    mode: Option<AckMode>,
+}
+
+fn encode_command(args: &[Bytes], out: &mut BytesMut) {
+    encode_array_header(out, args.len());
+    for a in args {
+        encode_bulk(out, a);
+    }
+}
+
+impl Forwarder {
+    async fn connect(upstream: &Upstream, shared: &Shared) -> Result<Forwarder, String> {
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((upstream.host.as_str(), upstream.port)),
+        )
+        .await
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        // Lower latency only.
+        let _ = stream.set_nodelay(true);
+        let mut f = Forwarder {
+            upstream: upstream.clone(),
+            stream,
+            buf: BytesMut::new(),
+            mode: None,
+        };
+        if let Some(pass) = &shared.config.requirepass {
+            let reply = f
+                .call(&[Bytes::from_static(b"AUTH"), Bytes::from(pass.clone())])
+                .await?;
+            if let Frame::Error(e) = reply {
+                return Err(format!("AUTH refused: {e}"));
+            }
+        }
+        Ok(f)
+    }
+
+    async fn send(&mut self, args: &[Bytes]) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        encode_command(args, &mut out);
+        self.stream.write_all(&out).await.map_err(|e| e.to_string())
+    }
+
+    async fn read_reply(&mut self) -> Result<Frame, String> {
+        loop {
+            if let Some((frame, used)) =
+                parse_frame(&self.buf).map_err(|e| format!("bad reply: {e}"))?
+            {
+                let _ = self.buf.split_to(used);
+                return Ok(frame);
+            }
+            if self.buf.len() > REPLY_BYTES_MAX {
+                return Err("reply too large".into());
+            }
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| "no reply in time".to_string())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the upstream closed the connection".into());
+            }
+        }
+    }
+
+    async fn call(&mut self, args: &[Bytes]) -> Result<Frame, String> {
+        self.send(args).await?;
+        self.read_reply().await
+    }
+}
+
+/// Forwards one write; returns the upstream's reply and, when it gives one, the write's token.
+///
+/// # Errors
+/// The upstream cannot be reached or answers garbage; the caller drops the connection.
+pub async fn forward(
+    slot: &mut Option<Forwarder>,
+    upstream: &Upstream,
+    shared: &Shared,
+    mode: AckMode,
+    args: &[Bytes],
+) -> Result<(Frame, Option<LogPosition>), String> {
+    if slot.as_ref().is_some_and(|f| &f.upstream != upstream) {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(Forwarder::connect(upstream, shared).await?);
+    }
+    let Some(f) = slot.as_mut() else {
+        return Err("no connection".into());
+    };
+    if f.mode != Some(mode) {
+        let reply = f
+            .call(&[
+                Bytes::from_static(b"REPLIKV"),
+                Bytes::from_static(b"ACK"),
+                Bytes::from(mode.to_string()),
+            ])
+            .await?;
+        if let Frame::Error(e) = reply {
+            return Err(format!(
+                "the upstream refused the acknowledgement mode: {e}"
+            ));
+        }
+        f.mode = Some(mode);
+    }
+    // Pipelined: the write, then its token.
+    let mut out = BytesMut::new();
+    encode_command(args, &mut out);
+    encode_command(
+        &[Bytes::from_static(b"REPLIKV"), Bytes::from_static(b"TOKEN")],
+        &mut out,
+    );
+    f.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let reply = f.read_reply().await?;
+    let token = match f.read_reply().await? {
+        Frame::Bulk(t) => parse_token(&t).ok(),
+        _ => None,
+    };
+    Ok((reply, token))
+}
