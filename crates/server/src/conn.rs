@@ -56,6 +56,7 @@ pub struct Conn {
 /// A reply, or where it will come from, in request order.
 enum Segment {
     Ready(Frame, Protocol),
+    Replies(Vec<Reply>, Protocol),
     Batch(oneshot::Receiver<BatchReply>, usize, Protocol),
     Single(oneshot::Receiver<Reply>, Protocol),
 }
@@ -239,6 +240,11 @@ async fn read_round(
             // Data commands sent before a connection command run first, and are encoded in
             // the protocol in force when they were sent (before a HELLO that changes it).
             flush_batch(conn, shared, &mut batch, &mut segments).await;
+        }
+        // Commands that report on this connection's replies (`REPLIKV TOKEN`, `WAIT`) see
+        // every reply before them.
+        if local.is_some_and(|(name, _)| matches!(name, "replikv" | "wait")) {
+            settle(conn, &mut segments).await;
         }
         let was_authenticated = conn.authenticated;
         let outcome = local_command(conn, shared, &args, local).await;
@@ -438,10 +444,38 @@ fn node_stopped() -> Frame {
     Frame::Error("ERR server is shutting down".into())
 }
 
+/// Waits for the node's replies to the batches in `segments`, so the connection's positions
+/// reflect them.
+async fn settle(conn: &mut Conn, segments: &mut [Segment]) {
+    for seg in segments.iter_mut() {
+        let Segment::Batch(_, n, p) = seg else {
+            continue;
+        };
+        let (n, p) = (*n, *p);
+        let taken = std::mem::replace(seg, Segment::Replies(Vec::new(), p));
+        let Segment::Batch(rx, ..) = taken else {
+            continue;
+        };
+        *seg = match rx.await {
+            Ok(batch) => {
+                conn.last_pos = batch.pos;
+                conn.session.observe(batch.pos);
+                Segment::Replies(batch.replies, p)
+            }
+            Err(_) => Segment::Replies(vec![Reply::error("ERR server is shutting down"); n], p),
+        };
+    }
+}
+
 async fn write_replies(conn: &mut Conn, segments: Vec<Segment>, out: &mut BytesMut) {
     for seg in segments {
         match seg {
             Segment::Ready(frame, p) => frame.encode(p, out),
+            Segment::Replies(replies, p) => {
+                for r in &replies {
+                    encode_reply(r, p, out);
+                }
+            }
             Segment::Batch(rx, n, p) => match rx.await {
                 Ok(batch) => {
                     conn.last_pos = batch.pos;

@@ -184,6 +184,9 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
     Ok(())
 }
 
+/// Waits of 10 ms for the rest of a peer frame's magic.
+const PEER_MAGIC_WAIT_TRIES: u32 = 100;
+
 /// Sends a connection on the client port to the client loop, or to the replication link when
 /// its first bytes are a peer frame's magic.
 async fn route(
@@ -192,13 +195,19 @@ async fn route(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut first = [0u8; 4];
+    // A few bytes of what may be a frame: wait for the rest of the magic, a bounded while;
+    // a connection that never completes it goes to the client loop, which closes it.
+    let mut tries = 0;
     let peer = loop {
         match stream.peek(&mut first).await {
             Ok(0) | Err(_) => break Some(false),
             Ok(n) => match link_follow::is_peer_frame(&first[..n]) {
                 Some(is_peer) => break Some(is_peer),
-                // A few bytes of what may be a frame: wait for the rest of the magic.
-                None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                None if tries >= PEER_MAGIC_WAIT_TRIES => break Some(false),
+                None => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             },
         }
     };

@@ -709,21 +709,24 @@ impl Node {
         let before = self.applied;
         let mut replies = Vec::with_capacity(cmds.len());
         for args in cmds {
+            // A replica takes no writes, even one that would change nothing.
+            let refused = !leader
+                && args
+                    .first()
+                    .and_then(|n| Store::command_spec(n))
+                    .is_some_and(|s| s.write);
+            if refused {
+                Stats::add(&self.stats.total_error_replies, 1);
+                replies.push(Reply::error(
+                    "READONLY You can't write against a read only replica.",
+                ));
+                continue;
+            }
             let reply = match self.store.execute(args, now) {
                 Execution::Read(reply) => reply,
                 // A replica answers reads from its state as it is, and leaves expired keys for
-                // its leader's deletions to remove; it takes no writes.
-                Execution::Write { reply, .. } if !leader => {
-                    let write = args
-                        .first()
-                        .and_then(|n| Store::command_spec(n))
-                        .is_some_and(|s| s.write);
-                    if write {
-                        Reply::error("READONLY You can't write against a read only replica.")
-                    } else {
-                        reply
-                    }
-                }
+                // its leader's deletions to remove.
+                Execution::Write { reply, .. } if !leader => reply,
                 Execution::Write { commands, reply } => {
                     // A record the log cannot hold would stop the node: refuse the command
                     // before anything of it is applied.
