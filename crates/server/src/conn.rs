@@ -4,6 +4,7 @@
 use crate::config::{ReplicaReads, ReplicaWrites, Upstream};
 use crate::info;
 use crate::node::{BatchReply, NodeMsg};
+use crate::now_ms;
 use crate::shared::Shared;
 use crate::socket::{Socket, READ_CHUNK_BYTES};
 use crate::stats::Stats;
@@ -372,12 +373,6 @@ async fn read_gate(conn: &Conn, shared: &Arc<Shared>) -> Result<(), Frame> {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Sends a write to the upstream and relays its reply; then fetches the write's token so that

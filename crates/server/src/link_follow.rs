@@ -6,6 +6,7 @@
 
 use crate::config::Upstream;
 use crate::node::{Install, NodeMsg};
+use crate::now_ms;
 use crate::peer_link::{self, LinkError, LinkReader, LinkWriter};
 use crate::repl_state::Positions;
 use crate::shared::Shared;
@@ -22,12 +23,6 @@ use tracing::{info, warn};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Follows whatever upstream is set, until shutdown.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -6,6 +6,7 @@
 
 use crate::feed::FeedState;
 use crate::node::NodeMsg;
+use crate::now_ms;
 use crate::peer_link::{self, LinkError, LinkReader, LinkWriter};
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
@@ -26,12 +27,6 @@ const ENTRIES_BATCH_BYTES: usize = 1 << 20;
 const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 /// Bytes queued for the socket past which the link stops reading the log until it drains.
 const SEND_QUEUE_BYTES_MAX: usize = 4 << 20;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Serves one follower until the link fails or the node stops. `buffered` holds the bytes
 /// already read from the socket (the start of the first frame).

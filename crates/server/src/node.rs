@@ -11,6 +11,7 @@ use crate::config::{Config, FsyncMode, Upstream};
 use crate::feed::FeedState;
 use crate::log_writer::LogWriter;
 use crate::meta::{self, NodeMeta};
+use crate::now_ms;
 use crate::repl_state::{Positions, ReplShared, ReplStatus, ReplicaView};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -303,12 +304,6 @@ pub struct Node {
     self_tx: Option<mpsc::WeakSender<NodeMsg>>,
     /// Foreground `SAVE`s waiting for a running background snapshot to finish first.
     save_waiters: Vec<oneshot::Sender<Reply>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The identity and replication facts a node starts with, and the shared state built on them.
