@@ -753,20 +753,12 @@ impl Node {
         // Every reply in the batch may reflect state up to `applied`: hold it until that is
         // durable, so no client sees a write a crash could lose; a batch that wrote also
         // waits for what its mode needs from the replicas.
-        let mode = if wrote.is_some() {
-            mode
-        } else {
-            AckMode::Async
-        };
+        let mode = mode.for_batch(wrote.is_some());
         if self.applied <= self.commit_lsn(mode) {
             // The connection may have gone away; nothing to do then.
             let _ = done.send(reply);
         } else {
-            let deadline = if mode == AckMode::Async {
-                u64::MAX
-            } else {
-                now.saturating_add(self.write_ack_timeout_ms)
-            };
+            let deadline = mode.deadline_ms(now, self.write_ack_timeout_ms);
             self.pending
                 .hold(mode, self.applied, deadline, Held::Batch { done, reply });
         }

@@ -227,28 +227,14 @@ pub async fn handshake_client(
             mac: auth_mac(secret, &transcript(AuthRole::Client)),
         })
         .await?;
-    match reader
-        .recv_within(HANDSHAKE_TIMEOUT, "waiting for the upstream's Auth")
-        .await?
-    {
-        PeerMessage::Auth { mac } => {
-            if !verify_mac(secret, &transcript(AuthRole::Server), &mac) {
-                writer
-                    .refuse("authentication failed: wrong cluster secret")
-                    .await;
-                return Err(LinkError::Protocol(
-                    "the upstream could not prove the cluster secret".into(),
-                ));
-            }
-        }
-        PeerMessage::Refuse { reason } => return Err(LinkError::Refused(reason)),
-        other => {
-            return Err(LinkError::Protocol(format!(
-                "expected Auth, got {}",
-                other.kind()
-            )))
-        }
-    }
+    expect_auth(
+        reader,
+        writer,
+        secret,
+        &transcript(AuthRole::Server),
+        "the upstream",
+    )
+    .await?;
     reader.authenticated();
     Ok(PeerIdentity { node_id: server_id })
 }
@@ -307,26 +293,14 @@ pub async fn handshake_server(
         server_node_id: node_id,
         server_nonce: &server_nonce,
     };
-    match reader
-        .recv_within(HANDSHAKE_TIMEOUT, "waiting for the follower's Auth")
-        .await?
-    {
-        PeerMessage::Auth { mac } => {
-            if !verify_mac(secret, &transcript(AuthRole::Client), &mac) {
-                writer
-                    .refuse("authentication failed: wrong cluster secret")
-                    .await;
-                return Err(LinkError::Protocol(
-                    "the peer could not prove the cluster secret".into(),
-                ));
-            }
-        }
-        other => {
-            let why = format!("expected Auth, got {}", other.kind());
-            writer.refuse(&why).await;
-            return Err(LinkError::Protocol(why));
-        }
-    }
+    expect_auth(
+        reader,
+        writer,
+        secret,
+        &transcript(AuthRole::Client),
+        "the peer",
+    )
+    .await?;
     writer
         .send(&PeerMessage::Auth {
             mac: auth_mac(secret, &transcript(AuthRole::Server)),
@@ -334,4 +308,35 @@ pub async fn handshake_server(
         .await?;
     reader.authenticated();
     Ok(PeerIdentity { node_id: client_id })
+}
+
+/// Reads the other side's `Auth` and checks its MAC over `transcript` (whose prover is the
+/// other side); refuses and fails on a wrong MAC or any other message.
+async fn expect_auth(
+    reader: &mut LinkReader,
+    writer: &mut LinkWriter,
+    secret: &[u8],
+    transcript: &Transcript<'_>,
+    other_side: &str,
+) -> Result<(), LinkError> {
+    match reader
+        .recv_within(HANDSHAKE_TIMEOUT, "waiting for Auth")
+        .await?
+    {
+        PeerMessage::Auth { mac } if verify_mac(secret, transcript, &mac) => Ok(()),
+        PeerMessage::Auth { .. } => {
+            writer
+                .refuse("authentication failed: wrong cluster secret")
+                .await;
+            Err(LinkError::Protocol(format!(
+                "{other_side} could not prove the cluster secret"
+            )))
+        }
+        PeerMessage::Refuse { reason } => Err(LinkError::Refused(reason)),
+        other => {
+            let why = format!("expected Auth, got {}", other.kind());
+            writer.refuse(&why).await;
+            Err(LinkError::Protocol(why))
+        }
+    }
 }
