@@ -21,28 +21,16 @@
 # Only 127.0.0.1 is ever contacted. Every process started here is stopped on exit.
 set -euo pipefail
 
+SCRIPT_NAME=redis-compare
+LOG_ELAPSED=0
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # ---------------------------------------------------------------- settings ---
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
-HOST=127.0.0.1 # the only address this script ever talks to
 PIPELINES=(1 16)
 TESTS=(set get)
 
-QUICK=0
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=1 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "redis-compare: unknown argument '$arg' (try --help)" >&2
-            exit 2
-            ;;
-    esac
-done
-
+parse_args "$@"
 if ((QUICK)); then
     REQUESTS=${BENCH_REQUESTS:-20000}
     REQUESTS_PIPELINED=${BENCH_REQUESTS_PIPELINED:-100000}
@@ -57,187 +45,7 @@ START_TIMEOUT=${BENCH_START_TIMEOUT:-30}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$SCRIPT_DIR/results}
 
-for v in REQUESTS REQUESTS_PIPELINED KEYSPACE VALUE_SIZE CLIENTS START_TIMEOUT RUN_TIMEOUT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
-        echo "redis-compare: BENCH_$v must be a positive integer, got '${!v}'" >&2
-        exit 2
-    }
-done
-
-# ----------------------------------------------------------------- helpers ---
-log() { printf '[redis-compare] %s\n' "$*" >&2; }
-die() {
-    printf '[redis-compare] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-PIDS=()    # every process we started and have not reaped yet
-TMPDIRS=() # every temporary directory we made
-
-# True while $1 is a live (non-zombie) process.
-alive() {
-    local st
-    if [[ -r /proc/$1/stat ]]; then
-        st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-        st=${st##*) }
-        [[ ${st:0:1} != Z ]]
-    else
-        kill -0 "$1" 2>/dev/null
-    fi
-}
-
-# Stop one of our processes: TERM, up to 10 s grace, then KILL; reap it.
-stop_pid() {
-    local pid=$1 i
-    if alive "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        if alive "$pid"; then
-            log "process $pid ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
-# Drop a reaped pid from PIDS, so cleanup never signals a recycled pid.
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=(${keep[@]+"${keep[@]}"})
-}
-
-cleanup() {
-    local rc=$? d
-    trap - EXIT INT TERM
-    local i
-    # Newest first: a running redis-benchmark goes before the servers it talks to.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-    for d in "${TMPDIRS[@]}"; do rm -rf -- "$d"; done
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# new_tmpdir TAG — makes a fresh temporary directory, registered for removal; sets NEW_DIR.
-new_tmpdir() {
-    NEW_DIR=$(mktemp -d "${TMPDIR:-/tmp}/replikv-bench.$1.XXXXXX") || die "mktemp -d failed"
-    TMPDIRS+=("$NEW_DIR")
-}
-
-USED_PORTS=" "
-# pick_port — a free TCP port in 20000-59999 on 127.0.0.1 not yet handed out; sets NEW_PORT.
-# (Not called in $(...): it must record the port in USED_PORTS of this shell.)
-pick_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if command -v ss >/dev/null 2>&1; then
-            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
-        fi
-        # Something already accepting there? (loopback connect is instant)
-        if timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$p" 2>/dev/null; then continue; fi
-        USED_PORTS+="$p "
-        NEW_PORT=$p
-        return 0
-    done
-    die "could not find a free TCP port on $HOST after 200 tries"
-}
-
-# start_server NAME LOGFILE CMD... — starts CMD in the background; sets STARTED_PID.
-start_server() {
-    local name=$1 logf=$2
-    shift 2
-    log "starting $name: $(printf '%q ' "$@")"
-    "$@" >"$logf" 2>&1 </dev/null &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-}
-
-# wait_ping NAME PORT PID LOGFILE HINT — bounded wait for PONG from our process.
-wait_ping() {
-    local name=$1 port=$2 pid=$3 logf=$4 hint=$5 deadline reply rc
-    deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ! alive "$pid"; then
-            rc=0
-            wait "$pid" 2>/dev/null || rc=$?
-            forget_pid "$pid"
-            log "---- last lines of $name's output ($logf) ----"
-            tail -n 30 "$logf" >&2 || true
-            log "----"
-            die "$name exited (status $rc) before answering PING on $HOST:$port. $hint"
-        fi
-        reply=$(timeout 2 redis-cli -h "$HOST" -p "$port" ping 2>/dev/null || true)
-        if [[ $reply == PONG ]]; then
-            sleep 0.2
-            alive "$pid" || die "something answered PING on $HOST:$port but $name (pid $pid) has exited — port clash?"
-            log "$name is up on $HOST:$port (pid $pid)"
-            return 0
-        fi
-        sleep 0.2
-    done
-    log "---- last lines of $name's output ($logf) ----"
-    tail -n 30 "$logf" >&2 || true
-    log "----"
-    die "$name did not answer PING on $HOST:$port within ${START_TIMEOUT}s. $hint"
-}
-
-# Body of http://127.0.0.1:PORT/metrics, or nothing. Bounded to 5 s.
-fetch_metrics() {
-    local port=$1
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsS --max-time 5 "http://$HOST:$port/metrics" 2>/dev/null || true
-    else
-        # shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
-        timeout 5 bash -c '
-            exec 3<>"/dev/tcp/$1/$2" || exit 0
-            printf "GET /metrics HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n" "$1" "$2" >&3
-            cat <&3' _ "$HOST" "$port" 2>/dev/null |
-            tr -d '\r' | awk 'body { print } /^$/ { body = 1 }' || true
-    fi
-}
-
-# Sum of all samples of Prometheus metric $2 in text $1, as an integer; empty if absent.
-metric_value() {
-    awk -v n="$2" '
-        /^#/ { next }
-        {
-            line = $0
-            sub(/\{.*\}/, "", line)   # drop labels
-            split(line, f, /[ \t]+/)
-            if (f[1] == n && f[2] != "") { s += f[2]; found = 1 }
-        }
-        END { if (found) printf "%.0f\n", s }' <<<"$1"
-}
-
-# csv_check FILE — dies unless redis-benchmark's CSV header has every column we read.
-csv_check() {
-    local file=$1 header col
-    header=$(grep -m1 '^"test"' "$file" || true)
-    [[ -n $header ]] || die "no CSV header (\"test\",...) in redis-benchmark output $file: $(head -c 400 "$file")"
-    for col in test rps p50_latency_ms p99_latency_ms; do
-        [[ ,$header, == *,\"$col\",* ]] ||
-            die "redis-benchmark CSV has no \"$col\" column; header was: $header"
-    done
-}
-
-# csv_get FILE TEST COLUMN — the value of COLUMN in TEST's row, looked up by header name.
-csv_get() {
-    local v
-    v=$(awk -F',' -v t="$2" -v c="$3" '
-        { for (i = 1; i <= NF; i++) gsub(/^"|"$/, "", $i) }
-        !hdr && $1 == "test" { for (i = 1; i <= NF; i++) idx[$i] = i; hdr = 1; next }
-        hdr && $idx["test"] == t { print $idx[c]; exit }' "$1")
-    [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "no numeric \"$3\" for test $2 in $1 (got '$v'): $(cat "$1")"
-    printf '%s\n' "$v"
-}
+require_positive_int REQUESTS REQUESTS_PIPELINED KEYSPACE VALUE_SIZE CLIENTS START_TIMEOUT RUN_TIMEOUT
 
 # ------------------------------------------------------------ preparation ---
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1 ||
@@ -249,18 +57,14 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
 fi
 command -v redis-benchmark >/dev/null 2>&1 || die "redis-benchmark still missing after install"
 
-REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
-BENCH_VERSION=$(redis-benchmark --version 2>/dev/null | awk '{print $2}')
-[[ -n $REDIS_VERSION ]] || REDIS_VERSION=$(redis-server --version)
+read_redis_versions
 
 if [[ -n ${REPLIKV_BIN:-} ]]; then
     [[ -x $REPLIKV_BIN ]] || die "REPLIKV_BIN=$REPLIKV_BIN is not an executable file"
     REPLIKV=$REPLIKV_BIN
     log "using REPLIKV_BIN=$REPLIKV (no cargo build)"
 else
-    # shellcheck disable=SC2015 # die runs if either test fails, as intended
-    [[ -f $REPO_ROOT/Cargo.toml ]] && grep -q '^\[workspace\]' "$REPO_ROOT/Cargo.toml" ||
-        die "$REPO_ROOT does not look like the replikv workspace root (expected Cargo.toml with [workspace])"
+    check_workspace_root
     command -v cargo >/dev/null 2>&1 || die "cargo not found: cannot build replikv"
     log "building replikv (cargo build --release -p replikv-server) in $REPO_ROOT"
     (cd "$REPO_ROOT" && cargo build --release -p replikv-server) ||
@@ -270,11 +74,7 @@ else
 fi
 REPLIKV_HINT="Is 'replikv serve --data-dir D --bind 127.0.0.1 --port P --admin-port A --fsync ...' implemented in $REPLIKV yet? The replikv half of the comparison cannot run."
 
-REPLIKV_COMMIT=$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ $REPLIKV_COMMIT != unknown ]] &&
-    [[ -n $(GIT_OPTIONAL_LOCKS=0 git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    REPLIKV_COMMIT+="-dirty"
-fi
+REPLIKV_COMMIT=$(replikv_commit)
 NPROC=$(nproc 2>/dev/null || echo unknown)
 
 read -r -a EXTRA_ARGS <<<"${REPLIKV_EXTRA_ARGS:-}"
@@ -328,16 +128,9 @@ for mode in "${MODES[@]}"; do
                     m_before=$(fetch_metrics "$rk_admin")
                 fi
                 log "$(printf '%-12s %-3s -P %-2s -n %-8s %s' "${MODE_LABEL[$mode]}" "$T" "$pipe" "$n" "$srv")"
-                rc=0
-                # In the background + wait, so a signal to this script is handled at once
-                # (cleanup then stops the benchmark too); timeout bounds the run.
-                timeout -k 10 "$RUN_TIMEOUT" redis-benchmark -h "$HOST" -p "$port" \
-                    -c "$CLIENTS" -n "$n" -r "$KEYSPACE" -d "$VALUE_SIZE" -t "$test" -P "$pipe" --csv \
-                    >"$out" 2>"$out.err" </dev/null &
-                bench_pid=$!
-                PIDS+=("$bench_pid")
-                wait "$bench_pid" || rc=$?
-                forget_pid "$bench_pid"
+                run_waited "$out" "$out.err" timeout -k 10 "$RUN_TIMEOUT" redis-benchmark -h "$HOST" \
+                    -p "$port" -c "$CLIENTS" -n "$n" -r "$KEYSPACE" -d "$VALUE_SIZE" -t "$test" -P "$pipe" --csv
+                rc=$WAITED_RC
                 if ((rc != 0)); then
                     cat "$out.err" >&2 || true
                     ((rc == 124)) && die "redis-benchmark against $srv timed out after ${RUN_TIMEOUT}s"
@@ -363,13 +156,11 @@ for mode in "${MODES[@]}"; do
 
     stop_pid "$rk_pid"
     stop_pid "$rd_pid"
-    rm -rf -- "$rk_dir" "$rd_dir"
+    remove_tmpdir "$rk_dir"
+    remove_tmpdir "$rd_dir"
 done
 
 # ---------------------------------------------------------------- report ---
-fmt_int() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
-
 TABLE="| durability | test | pipeline | replikv req/s | redis req/s | ratio (replikv/redis) | replikv p50 ms | redis p50 ms | replikv p99 ms | redis p99 ms |
 |---|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for mode in "${MODES[@]}"; do

@@ -31,10 +31,12 @@
 # temporary directory (etcd's grow by gigabytes) is removed.
 set -euo pipefail
 
+SCRIPT_NAME=replication-compare
+LOG_ELAPSED=1
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # ---------------------------------------------------------------- settings ---
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
-HOST=127.0.0.1 # the only address this script ever talks to
 PIPELINES=(1 16)
 TESTS=(set get)
 # etcdctl check perf's fixed workloads (etcd 3.4 etcdctl/ctlv3/command/check.go): concurrent
@@ -44,21 +46,7 @@ declare -A ETCD_LIMIT=([s]=150 [m]=1000 [l]=8000 [xl]=15000)
 ETCD_VALUE_BYTES=1024
 ETCD_SECONDS=60
 
-QUICK=0
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=1 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "replication-compare: unknown argument '$arg' (try --help)" >&2
-            exit 2
-            ;;
-    esac
-done
-
+parse_args "$@"
 if ((QUICK)); then
     REQUESTS=${BENCH_REQUESTS:-20000}
     REQUESTS_PIPELINED=${BENCH_REQUESTS_PIPELINED:-100000}
@@ -85,13 +73,8 @@ RESULTS_DIR=${BENCH_RESULTS_DIR:-$SCRIPT_DIR/results}
 SKIP_REPLIKV=${SKIP_REPLIKV:-0}
 SKIP_ETCD=${SKIP_ETCD:-0}
 
-for v in REQUESTS REQUESTS_PIPELINED LOADGEN_REQUESTS QUORUM_REQUESTS QUORUM_SECONDS KEYSPACE \
-    VALUE_SIZE CLIENTS START_TIMEOUT RUN_TIMEOUT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
-        echo "replication-compare: BENCH_$v must be a positive integer, got '${!v}'" >&2
-        exit 2
-    }
-done
+require_positive_int REQUESTS REQUESTS_PIPELINED LOADGEN_REQUESTS QUORUM_REQUESTS QUORUM_SECONDS \
+    KEYSPACE VALUE_SIZE CLIENTS START_TIMEOUT RUN_TIMEOUT
 for v in REDIS_AOF SKIP_REPLIKV SKIP_ETCD; do
     [[ ${!v} == 0 || ${!v} == 1 ]] || {
         echo "replication-compare: $v must be 0 or 1, got '${!v}'" >&2
@@ -113,187 +96,21 @@ done
 ((${#ETCD_LOAD_LIST[@]} > 0)) || SKIP_ETCD=1
 
 # ----------------------------------------------------------------- helpers ---
-log() { printf '[replication-compare +%ss] %s\n' "$SECONDS" "$*" >&2; }
-die() {
-    printf '[replication-compare] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-PIDS=()    # every process we started and have not reaped yet
-TMPDIRS=() # every temporary directory we made
-
-# True while $1 is a live (non-zombie) process.
-alive() {
-    local st
-    if [[ -r /proc/$1/stat ]]; then
-        st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-        st=${st##*) }
-        [[ ${st:0:1} != Z ]]
-    else
-        kill -0 "$1" 2>/dev/null
-    fi
-}
-
-# Stop one of our processes: TERM, up to 10 s grace, then KILL; reap it.
-stop_pid() {
-    local pid=$1 i
-    if alive "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        if alive "$pid"; then
-            log "process $pid ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
-# Drop a reaped pid from PIDS, so cleanup never signals a recycled pid.
-forget_pid() {
-    local p keep=()
-    for p in ${PIDS[@]+"${PIDS[@]}"}; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=(${keep[@]+"${keep[@]}"})
-}
-
-# Removes a temporary directory now and drops it from TMPDIRS.
-remove_tmpdir() {
-    local d keep=()
-    rm -rf -- "$1"
-    for d in ${TMPDIRS[@]+"${TMPDIRS[@]}"}; do [[ $d == "$1" ]] || keep+=("$d"); done
-    TMPDIRS=(${keep[@]+"${keep[@]}"})
-}
-
-cleanup() {
-    local rc=$? d i
-    trap - EXIT INT TERM
-    # Newest first: samplers and benchmark tools go before the servers they talk to.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-    for d in ${TMPDIRS[@]+"${TMPDIRS[@]}"}; do rm -rf -- "$d"; done
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# new_tmpdir TAG — makes a fresh temporary directory, registered for removal; sets NEW_DIR.
-new_tmpdir() {
-    NEW_DIR=$(mktemp -d "${TMPDIR:-/tmp}/replikv-bench.$1.XXXXXX") || die "mktemp -d failed"
-    TMPDIRS+=("$NEW_DIR")
-}
-
-USED_PORTS=" "
-# pick_port — a free TCP port in 20000-59999 on 127.0.0.1 not yet handed out; sets NEW_PORT.
-# (Not called in $(...): it must record the port in USED_PORTS of this shell.)
-pick_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if command -v ss >/dev/null 2>&1; then
-            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
-        fi
-        # Something already accepting there? (loopback connect is instant)
-        if timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$p" 2>/dev/null; then continue; fi
-        USED_PORTS+="$p "
-        NEW_PORT=$p
-        return 0
-    done
-    die "could not find a free TCP port on $HOST after 200 tries"
-}
-
-# start_server NAME LOGFILE CMD... — starts CMD in the background; sets STARTED_PID.
-start_server() {
-    local name=$1 logf=$2
-    shift 2
-    log "starting $name: $(printf '%q ' "$@")"
-    "$@" >"$logf" 2>&1 </dev/null &
-    STARTED_PID=$!
-    PIDS+=("$STARTED_PID")
-}
-
-# show_log_tail NAME LOGFILE
-show_log_tail() {
-    log "---- last lines of $1's output ($2) ----"
-    tail -n 30 "$2" >&2 || true
-    log "----"
-}
-
-# died NAME PID LOGFILE WHAT HINT — reports a server that exited early, and stops.
-died() {
-    local rc=0
-    wait "$2" 2>/dev/null || rc=$?
-    forget_pid "$2"
-    show_log_tail "$1" "$3"
-    die "$1 exited (status $rc) $4. $5"
-}
-
-# wait_ping NAME PORT PID LOGFILE HINT — bounded wait for PONG from our process.
-wait_ping() {
-    local name=$1 port=$2 pid=$3 logf=$4 hint=$5 deadline reply
-    deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        alive "$pid" || died "$name" "$pid" "$logf" "before answering PING on $HOST:$port" "$hint"
-        reply=$(timeout 2 redis-cli -h "$HOST" -p "$port" ping 2>/dev/null || true)
-        if [[ $reply == PONG ]]; then
-            sleep 0.2
-            alive "$pid" || die "something answered PING on $HOST:$port but $name (pid $pid) has exited — port clash?"
-            log "$name is up on $HOST:$port (pid $pid)"
-            return 0
-        fi
-        sleep 0.2
-    done
-    show_log_tail "$name" "$logf"
-    die "$name did not answer PING on $HOST:$port within ${START_TIMEOUT}s. $hint"
+# link_up PORT — true when HOST:PORT's `INFO replication` shows master_link_status:up; keeps
+# the answer in LINK_INFO for wait_link_up's timeout message.
+link_up() {
+    LINK_INFO=$(timeout 2 redis-cli -h "$HOST" -p "$1" info replication 2>/dev/null | tr -d '\r' || true)
+    grep -q '^master_link_status:up$' <<<"$LINK_INFO"
 }
 
 # wait_link_up NAME PORT PID LOGFILE HINT — bounded wait for a replica's
 # `INFO replication` to show master_link_status:up.
 wait_link_up() {
-    local name=$1 port=$2 pid=$3 logf=$4 hint=$5 deadline info
-    deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        alive "$pid" || died "$name" "$pid" "$logf" "before its replication link came up" "$hint"
-        info=$(timeout 2 redis-cli -h "$HOST" -p "$port" info replication 2>/dev/null | tr -d '\r' || true)
-        if grep -q '^master_link_status:up$' <<<"$info"; then
-            log "$name: master_link_status:up"
-            return 0
-        fi
-        sleep 0.2
-    done
-    show_log_tail "$name" "$logf"
-    die "$name's INFO replication did not show master_link_status:up within ${START_TIMEOUT}s (last: $(grep -m1 master_link_status <<<"${info:-}" || echo 'no such field')). $hint"
-}
-
-# Body of http://127.0.0.1:PORT/metrics, or nothing. Bounded to 5 s.
-fetch_metrics() {
-    local port=$1
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsS --max-time 5 "http://$HOST:$port/metrics" 2>/dev/null || true
-    else
-        # shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
-        timeout 5 bash -c '
-            exec 3<>"/dev/tcp/$1/$2" || exit 0
-            printf "GET /metrics HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n" "$1" "$2" >&3
-            cat <&3' _ "$HOST" "$port" 2>/dev/null |
-            tr -d '\r' | awk 'body { print } /^$/ { body = 1 }' || true
-    fi
-}
-
-# Sum of all samples of Prometheus metric $2 in text $1, as an integer; empty if absent.
-metric_value() {
-    awk -v n="$2" '
-        /^#/ { next }
-        {
-            line = $0
-            sub(/\{.*\}/, "", line)   # drop labels
-            split(line, f, /[ \t]+/)
-            if (f[1] == n && f[2] != "") { s += f[2]; found = 1 }
-        }
-        END { if (found) printf "%.0f\n", s }' <<<"$1"
+    local name=$1 port=$2 pid=$3 logf=$4 hint=$5
+    LINK_INFO=""
+    poll_until "$name" "$pid" "$logf" "$hint" "before its replication link came up" link_up "$port" ||
+        die "$name's INFO replication did not show master_link_status:up within ${START_TIMEOUT}s (last: $(grep -m1 master_link_status <<<"$LINK_INFO" || echo 'no such field')). $hint"
+    log "$name: master_link_status:up"
 }
 
 # Largest sample of Prometheus metric $2 in text $1 (over its labels); "NA" if absent.
@@ -309,28 +126,6 @@ metric_max() {
         END { if (found) printf "%.3f\n", m; else print "NA" }' <<<"$1"
 }
 
-# csv_check FILE — dies unless redis-benchmark's CSV header has every column we read.
-csv_check() {
-    local file=$1 header col
-    header=$(grep -m1 '^"test"' "$file" || true)
-    [[ -n $header ]] || die "no CSV header (\"test\",...) in redis-benchmark output $file: $(head -c 400 "$file")"
-    for col in test rps p50_latency_ms p99_latency_ms; do
-        [[ ,$header, == *,\"$col\",* ]] ||
-            die "redis-benchmark CSV has no \"$col\" column; header was: $header"
-    done
-}
-
-# csv_get FILE TEST COLUMN — the value of COLUMN in TEST's row, looked up by header name.
-csv_get() {
-    local v
-    v=$(awk -F',' -v t="$2" -v c="$3" '
-        { for (i = 1; i <= NF; i++) gsub(/^"|"$/, "", $i) }
-        !hdr && $1 == "test" { for (i = 1; i <= NF; i++) idx[$i] = i; hdr = 1; next }
-        hdr && $idx["test"] == t { print $idx[c]; exit }' "$1")
-    [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "no numeric \"$3\" for test $2 in $1 (got '$v'): $(cat "$1")"
-    printf '%s\n' "$v"
-}
-
 # json_get FILE KEY — a number or boolean from replikv-loadgen's one-line JSON report.
 json_get() {
     local v
@@ -344,13 +139,10 @@ json_get() {
 # replikv-loadgen's own --seconds-max bound ends it first), in the background + wait so a
 # signal to this script is handled at once; dies on failure.
 run_tool() {
-    local name=$1 out=$2 rc=0 tool_pid
+    local name=$1 out=$2 rc
     shift 2
-    timeout -k 10 "$((RUN_TIMEOUT + 30))" "$@" >"$out" 2>"$out.err" </dev/null &
-    tool_pid=$!
-    PIDS+=("$tool_pid")
-    wait "$tool_pid" || rc=$?
-    forget_pid "$tool_pid"
+    run_waited "$out" "$out.err" timeout -k 10 "$((RUN_TIMEOUT + 30))" "$@"
+    rc=$WAITED_RC
     if ((rc != 0)); then
         cat "$out.err" >&2 || true
         ((rc == 124)) && die "$name timed out after $((RUN_TIMEOUT + 30))s"
@@ -502,17 +294,13 @@ if ((!SKIP_ETCD)); then
     ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
 fi
 
-REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
-BENCH_VERSION=$(redis-benchmark --version 2>/dev/null | awk '{print $2}')
-[[ -n $REDIS_VERSION ]] || REDIS_VERSION=$(redis-server --version)
+read_redis_versions
 
 build_pkgs=()
 [[ -z ${LOADGEN_BIN:-} ]] && build_pkgs+=(-p replikv-loadgen)
 ((!SKIP_REPLIKV)) && [[ -z ${REPLIKV_BIN:-} ]] && build_pkgs+=(-p replikv-server)
 if ((${#build_pkgs[@]})); then
-    # shellcheck disable=SC2015 # die runs if either test fails, as intended
-    [[ -f $REPO_ROOT/Cargo.toml ]] && grep -q '^\[workspace\]' "$REPO_ROOT/Cargo.toml" ||
-        die "$REPO_ROOT does not look like the replikv workspace root (expected Cargo.toml with [workspace])"
+    check_workspace_root
     command -v cargo >/dev/null 2>&1 || die "cargo not found: cannot build ${build_pkgs[*]}"
     log "building: cargo build --release ${build_pkgs[*]}"
     (cd "$REPO_ROOT" && cargo build --release "${build_pkgs[@]}") ||
@@ -536,11 +324,7 @@ else
 fi
 REPLIKV_HINT="Does $REPLIKV implement 'serve --replicaof HOST:PORT', --ack and Redis's INFO replication yet? (SKIP_REPLIKV=1 runs the Redis and etcd halves alone.)"
 
-REPLIKV_COMMIT=$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ $REPLIKV_COMMIT != unknown ]] &&
-    [[ -n $(GIT_OPTIONAL_LOCKS=0 git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    REPLIKV_COMMIT+="-dirty"
-fi
+REPLIKV_COMMIT=$(replikv_commit)
 NPROC=$(nproc 2>/dev/null || echo unknown)
 read -r -a EXTRA_ARGS <<<"${REPLIKV_EXTRA_ARGS:-}"
 
@@ -813,13 +597,9 @@ if ((!SKIP_ETCD)); then
         out="$LOGDIR/etcd-perf-$load.txt"
         log "etcdctl check perf --load=$load (${ETCD_CLIENTS[$load]} clients, ${ETCD_SECONDS} s, at most ${ETCD_LIMIT[$load]} writes/s)"
         counters_before "quorum-$load|etcd" etcd "${etcd_ports[@]}"
-        rc=0
-        timeout -k 10 "$RUN_TIMEOUT" etcdctl --endpoints="$leader_url" check perf --load="$load" \
-            >"$out" 2>&1 </dev/null &
-        tool_pid=$!
-        PIDS+=("$tool_pid")
-        wait "$tool_pid" || rc=$?
-        forget_pid "$tool_pid"
+        run_waited "$out" "$out" timeout -k 10 "$RUN_TIMEOUT" etcdctl --endpoints="$leader_url" \
+            check perf --load="$load"
+        rc=$WAITED_RC
         counters_after "quorum-$load|etcd" etcd "${etcd_ports[@]}"
         ((rc == 124)) && die "etcdctl check perf --load=$load timed out after ${RUN_TIMEOUT}s"
         # check perf exits 1 when it FAILs its own targets (throughput under 90 % of the
@@ -843,8 +623,6 @@ fi
 RUN_SECONDS=$((SECONDS - RUN_STARTED))
 
 # ---------------------------------------------------------------- report ---
-fmt_int() { [[ -z ${1:-} || $1 == NA ]] && { printf 'n/a'; return; }; awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 orna() { [[ -n ${1:-} && $1 != NA ]] && printf '%s' "$1" || printf 'n/a'; }
 per_write() { awk -v f="${1:-}" -v r="${2:-}" 'BEGIN { if (f ~ /^[0-9]+$/ && r ~ /^[0-9]+$/ && r > 0) printf "%.4f", f / r; else printf "n/a" }'; }
 
