@@ -459,6 +459,21 @@ impl Store {
 
     /// `Del` for those of `keys` that are present but logically expired (once each), or
     /// nothing: planned before any command that would otherwise see their stale value or TTL.
+    /// [`Store::live`] and [`Store::expired_cleanup`] for one key, with one lookup: the live
+    /// entry, and the `Del` a logically expired one needs.
+    fn live_with_cleanup(&self, key: &Bytes, now_ms: u64) -> (Option<&Entry>, Vec<Command>) {
+        match self.entry(key) {
+            Some(e) if e.is_live(now_ms) => (Some(e), Vec::new()),
+            Some(_) => (
+                None,
+                vec![Command::Del {
+                    keys: vec![key.clone()],
+                }],
+            ),
+            None => (None, Vec::new()),
+        }
+    }
+
     fn expired_cleanup<'k>(
         &self,
         keys: impl IntoIterator<Item = &'k Bytes>,
@@ -536,10 +551,9 @@ impl Store {
 
     /// Redis's `setGenericCommand`, after argument validation.
     fn set_generic(&self, p: SetPlan<'_>, now_ms: u64) -> Execution {
-        let live = self.live(p.key, now_ms);
+        let (live, mut commands) = self.live_with_cleanup(p.key, now_ms);
         let old = bulk_or_nil(live);
         let found = live.is_some();
-        let mut commands = self.expired_cleanup([p.key], now_ms);
         if (p.nx && found) || (p.xx && !found) {
             return plan(commands, if p.get { old } else { p.aborted });
         }
