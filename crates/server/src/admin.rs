@@ -1,10 +1,14 @@
 //! The admin HTTP API: `/health`, `/status` (JSON) and `/metrics` (Prometheus text format).
-//! It reads only the published counters.
+//! It reads only the published counters. With `--fault-injection` (tests only) it also serves
+//! `/faults`: `GET` shows the injected faults, `POST` replaces them with a JSON
+//! [`FaultSpec`], `DELETE` heals everything; without the flag the path does not exist (404).
 
 use crate::config::FsyncMode;
+use crate::faults::FaultSpec;
 use crate::repl_state::{ReplStatus, ReplicaView};
 use crate::shared::Shared;
 use crate::stats::Stats;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -14,13 +18,52 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// The admin routes.
+/// The admin routes; `/faults` only when fault injection is on.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .with_state(shared)
+        .route("/metrics", get(metrics));
+    let router = if shared.repl.faults.enabled() {
+        router.route(
+            "/faults",
+            get(faults_get).post(faults_post).delete(faults_delete),
+        )
+    } else {
+        router
+    };
+    router.with_state(shared)
+}
+
+async fn faults_get(State(shared): State<Arc<Shared>>) -> Json<FaultSpec> {
+    Json(shared.repl.faults.spec())
+}
+
+/// Replaces the faults in force; a body that is not a valid [`FaultSpec`] (bad JSON, an
+/// unknown key, a value out of bounds, no JSON content type) is refused with 400 and a message,
+/// and changes nothing.
+async fn faults_post(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<FaultSpec>, JsonRejection>,
+) -> axum::response::Response {
+    let spec = match body {
+        Ok(Json(spec)) => spec,
+        Err(rejection) => {
+            let why = format!("bad fault setting: {}\n", rejection.body_text());
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    if let Err(e) = shared.repl.faults.set(spec.clone()) {
+        return (StatusCode::BAD_REQUEST, format!("bad fault setting: {e}\n")).into_response();
+    }
+    tracing::warn!(faults = %serde_json::to_string(&spec).unwrap_or_default(), "fault injection: faults set");
+    Json(spec).into_response()
+}
+
+async fn faults_delete(State(shared): State<Arc<Shared>>) -> Json<FaultSpec> {
+    shared.repl.faults.heal();
+    tracing::warn!("fault injection: every fault healed");
+    Json(shared.repl.faults.spec())
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -42,6 +85,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "healthy": s.fatal().is_none(),
         "fatal": s.fatal(),
         "ports": { "client": shared.config.port, "admin": shared.config.admin_port },
+        "fault_injection": shared.config.fault_injection,
         "log": {
             "epoch": get(&s.epoch),
             "applied_lsn": get(&s.applied_lsn),

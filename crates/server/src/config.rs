@@ -117,7 +117,21 @@ pub struct ServeArgs {
     /// Interval of heartbeats and acknowledgements on replication links [default: 100].
     #[arg(long, env = "REPLIKV_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// For tests only: serve `/faults` on the admin port, which cuts, delays or drops this
+    /// node's replication links to chosen peers. The node refuses to start with it unless
+    /// `REPLIKV_I_AM_TESTING=1` is set too [default: off].
+    #[arg(
+        long,
+        env = "REPLIKV_FAULT_INJECTION",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub fault_injection: Option<bool>,
 }
+
+/// The environment variable that must be `1` for a node to start with `fault_injection`.
+pub const TESTING_ENV: &str = "REPLIKV_I_AM_TESTING";
 
 /// Whether a replica serves reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -169,6 +183,7 @@ struct FileConfig {
     replica_writes: Option<ReplicaWrites>,
     read_wait_timeout_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    fault_injection: Option<bool>,
 }
 
 /// Resolved configuration of a node.
@@ -226,6 +241,8 @@ pub struct Config {
     pub read_wait_timeout_ms: u64,
     /// Heartbeat interval on replication links.
     pub heartbeat_ms: u64,
+    /// Fault injection in the peer layer (tests only; needs [`TESTING_ENV`] set to `1`).
+    pub fault_injection: bool,
 }
 
 /// An upstream's client address.
@@ -314,7 +331,8 @@ impl Config {
     /// defaults, and checks the result.
     ///
     /// # Errors
-    /// An unreadable or invalid file, or an out-of-range value.
+    /// An unreadable or invalid file, an out-of-range value, or `fault_injection` without
+    /// [`TESTING_ENV`]`=1` in the environment.
     pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
@@ -388,8 +406,13 @@ impl Config {
             ),
             read_wait_timeout_ms: pick(args.read_wait_timeout_ms, file.read_wait_timeout_ms, 1000),
             heartbeat_ms: pick(args.heartbeat_ms, file.heartbeat_ms, 100),
+            fault_injection: pick(args.fault_injection, file.fault_injection, false),
         };
         config.validate()?;
+        check_fault_injection(
+            config.fault_injection,
+            std::env::var(TESTING_ENV).ok().as_deref(),
+        )?;
         Ok(config)
     }
 
@@ -455,6 +478,25 @@ impl Config {
     }
 }
 
+/// Refuses `fault_injection` unless the test setting (`testing`, the value of
+/// [`TESTING_ENV`]) is exactly `1`: a production node must never be started with a switch
+/// that lets an HTTP request cut its replication.
+///
+/// # Errors
+/// Fault injection is on and the test setting is missing or not `1`.
+pub fn check_fault_injection(enabled: bool, testing: Option<&str>) -> Result<(), ConfigError> {
+    if enabled && testing != Some("1") {
+        return Err(ConfigError::Invalid {
+            key: "fault_injection",
+            message: format!(
+                "--fault-injection (REPLIKV_FAULT_INJECTION, config key fault_injection) is for \
+                 tests only and needs {TESTING_ENV}=1 in the environment as well; refusing to start"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: T) -> T {
     flag_or_env.or(file).unwrap_or(default)
 }
@@ -509,6 +551,58 @@ mod tests {
         };
         let err = Config::resolve(&args).unwrap_err().to_string();
         assert!(err.contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_needs_the_test_setting() {
+        assert!(check_fault_injection(false, None).is_ok());
+        assert!(check_fault_injection(true, Some("1")).is_ok());
+        for testing in [None, Some("0"), Some(""), Some("yes")] {
+            let err = check_fault_injection(true, testing)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--fault-injection"), "{err}");
+            assert!(err.contains("REPLIKV_I_AM_TESTING=1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn fault_injection_is_off_by_default_and_read_from_the_file() {
+        assert!(
+            !Config::resolve(&ServeArgs::default())
+                .unwrap()
+                .fault_injection
+        );
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "fault_injection = false").unwrap();
+        let args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..ServeArgs::default()
+        };
+        assert!(!Config::resolve(&args).unwrap().fault_injection);
+    }
+
+    #[test]
+    fn fault_injection_flag_takes_an_optional_boolish_value() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            let argv = std::iter::once("replikv").chain(args.iter().copied());
+            Cli::try_parse_from(argv).map(|c| c.serve.fault_injection)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--fault-injection"]).unwrap(), Some(true));
+        assert_eq!(
+            parse(&["--fault-injection", "--port", "7000"]).unwrap(),
+            Some(true)
+        );
+        assert_eq!(parse(&["--fault-injection=0"]).unwrap(), Some(false));
+        assert_eq!(parse(&["--fault-injection=yes"]).unwrap(), Some(true));
+        assert!(parse(&["--fault-injection=maybe"]).is_err());
     }
 
     #[test]

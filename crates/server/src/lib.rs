@@ -12,12 +12,14 @@
 //! - [`peer_link`], [`link_serve`], [`link_follow`], [`feed`], [`repl_state`], [`meta`]:
 //!   replication links (both sides), the in-memory log tail they ship from, the replication
 //!   state shared with connections, and the node's identity file.
+//! - [`faults`]: fault injection in the peer layer (tests only, `--fault-injection`).
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod faults;
 pub mod feed;
 pub mod forward;
 pub mod info;
@@ -33,7 +35,8 @@ pub mod shared;
 pub mod socket;
 pub mod stats;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::faults::Faults;
 use crate::feed::{Feed, FeedState};
 use crate::node::{Fatal, Node};
 use crate::repl_state::{Positions, ReplShared, ReplStatus, FEED_BYTES_MAX};
@@ -66,13 +69,22 @@ pub enum ServeError {
     /// Recovery or the log failed.
     #[error(transparent)]
     Fatal(#[from] Fatal),
+    /// The configuration may not be run.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Runs a node until `shutdown` turns true (or the node fails), then flushes and fsyncs.
 ///
 /// # Errors
-/// A port that cannot be bound, a recovery failure, or a log failure while running.
+/// A port that cannot be bound, a recovery failure, a log failure while running, or fault
+/// injection without the test setting in the environment.
 pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
+    // Checked again here for configurations built in code rather than by `Config::resolve`.
+    config::check_fault_injection(
+        config.fault_injection,
+        std::env::var(config::TESTING_ENV).ok().as_deref(),
+    )?;
     let stats = Arc::new(Stats::default());
     Stats::set(
         &stats.start_unix_ms,
@@ -110,6 +122,12 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
     if config.cluster_secret.is_none() {
         warn!("no cluster secret is set: peer links are accepted from loopback addresses only");
     }
+    if config.fault_injection {
+        warn!(
+            "!!! FAULT INJECTION IS ON: this node is for tests only. POST /faults on the admin \
+             port cuts, delays or drops its replication links. Never run it in production !!!"
+        );
+    }
     let repl = Arc::new(ReplShared {
         node_id: meta.node_id.clone(),
         wal_dir: config.data_dir.join("wal"),
@@ -117,6 +135,7 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
         positions: watch::Sender::new(Positions::default()),
         upstream: watch::Sender::new(config.replicaof.clone()),
         status: std::sync::Mutex::new(ReplStatus::default()),
+        faults: Arc::new(Faults::new(config.fault_injection)),
     });
     let node = Node::open(&config, Arc::clone(&stats), meta, Arc::clone(&repl))?;
     let wal = node.wal();

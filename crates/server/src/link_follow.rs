@@ -2,7 +2,9 @@
 //! ask for the entries after this node's last position, and apply what comes (a snapshot,
 //! then entries), acknowledging progress. Reconnects with backoff while an upstream is set;
 //! since every request starts from the node's own last position, a reconnect neither
-//! duplicates nor skips an entry.
+//! duplicates nor skips an entry. With fault injection on, a link to a blocked upstream is
+//! closed right after the handshake (where the upstream's id is learnt) or as soon as the
+//! block is set, and its frames pass through [`crate::faults`].
 
 use crate::config::Upstream;
 use crate::node::{Install, NodeMsg};
@@ -90,6 +92,9 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
     )
     .await?
     .node_id;
+    let faults = &shared.repl.faults;
+    faults.check(&upstream_id)?;
+    reader.inject_faults(faults.for_link(&upstream_id));
     let positions = shared.repl.positions();
     let history = shared.repl.status().history;
     let from = positions.applied;
@@ -104,11 +109,12 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
     info!(upstream = %up, upstream_id = %upstream_id, from = %from, "replication link up");
     link_state(shared, true, Some(upstream_id.clone()), false).await;
     let (acks_tx, acks_rx) = watch::channel(());
-    let ack_task = ack_loop(shared, &mut writer, acks_rx);
+    let ack_task = ack_loop(shared, &mut writer, &upstream_id, acks_rx);
     let recv_task = receive_loop(shared, &mut reader, &upstream_id, acks_tx);
     tokio::select! {
         r = ack_task => r,
         r = recv_task => r,
+        e = faults.until_blocked(&upstream_id) => Err(e),
     }
 }
 
@@ -117,6 +123,7 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
 async fn ack_loop(
     shared: &Arc<Shared>,
     writer: &mut LinkWriter,
+    upstream_id: &str,
     mut kick: watch::Receiver<()>,
 ) -> Result<(), LinkError> {
     let mut positions = shared.repl.positions.subscribe();
@@ -133,7 +140,10 @@ async fn ack_loop(
                 if changed.is_err() { return Ok(()); }
                 false
             }
-            _ = tick.tick() => true,
+            _ = tick.tick() => {
+                shared.repl.faults.check(upstream_id)?;
+                true
+            }
         };
         let p: Positions = *positions.borrow_and_update();
         let now = (p.durable, p.applied.lsn);

@@ -2,7 +2,8 @@
 //! and spoke the peer protocol. After the handshake it sends `Fetch`; this side answers with a
 //! snapshot when it must, then streams the log (from the in-memory feed, or from the log files
 //! when the follower is further behind), with heartbeats, and passes the follower's acks to
-//! the node.
+//! the node. With fault injection on, a link with a blocked follower is closed right after the
+//! handshake or as soon as the block is set, and its frames pass through [`crate::faults`].
 
 use crate::feed::FeedState;
 use crate::node::NodeMsg;
@@ -61,6 +62,11 @@ pub async fn serve(
             return;
         }
     };
+    if let Err(e) = shared.repl.faults.check(&id) {
+        warn!(follower = %id, reason = %e, "closed a peer link after the handshake");
+        return;
+    }
+    reader.inject_faults(shared.repl.faults.for_link(&id));
     let result = tokio::select! {
         r = follow_session(&shared, &id, peer, &mut reader, &mut writer) => r,
         _ = shutdown.wait_for(|s| *s) => Ok(()),
@@ -78,6 +84,40 @@ async fn follow_session(
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
 ) -> Result<(), LinkError> {
+    let faults = &shared.repl.faults;
+    let (prev, addr) = tokio::select! {
+        r = start_session(shared, id, peer, reader, writer) => r?,
+        e = faults.until_blocked(id) => return Err(e),
+    };
+    shared
+        .node
+        .send(NodeMsg::FollowerUp {
+            id: id.to_string(),
+            addr,
+            from: prev.lsn,
+        })
+        .await;
+    // A block set meanwhile ends the stream at once; the follower is then marked down.
+    let result = tokio::select! {
+        r = stream(shared, id, reader, writer, prev) => r,
+        e = faults.until_blocked(id) => Err(e),
+    };
+    shared
+        .node
+        .send(NodeMsg::FollowerDown { id: id.to_string() })
+        .await;
+    result
+}
+
+/// Reads the follower's `Fetch`, then sends a snapshot when it needs one; returns the position
+/// the stream continues from and the follower's client address.
+async fn start_session(
+    shared: &Arc<Shared>,
+    id: &str,
+    peer: Option<SocketAddr>,
+    reader: &mut LinkReader,
+    writer: &mut LinkWriter,
+) -> Result<(LogPosition, String), LinkError> {
     let (from, epoch, history, listen_port) = match reader
         .recv_within(peer_link::HANDSHAKE_TIMEOUT, "waiting for Fetch")
         .await?
@@ -121,20 +161,7 @@ async fn follow_session(
             send_snapshot(shared, writer).await?
         }
     };
-    shared
-        .node
-        .send(NodeMsg::FollowerUp {
-            id: id.to_string(),
-            addr,
-            from: prev.lsn,
-        })
-        .await;
-    let result = stream(shared, id, reader, writer, prev).await;
-    shared
-        .node
-        .send(NodeMsg::FollowerDown { id: id.to_string() })
-        .await;
-    result
+    Ok((prev, addr))
 }
 
 /// The epoch of our record at `lsn`: from the feed, the log files, or the snapshot position.
@@ -265,6 +292,7 @@ async fn stream(
                 }
             }
             _ = heartbeat.tick() => {
+                shared.repl.faults.check(id)?;
                 if last_heard.elapsed() > silence_max {
                     return Err(LinkError::Timeout("waiting for the follower's acks"));
                 }

@@ -1,6 +1,7 @@
 //! The `replikv` command line.
 
 use clap::{Parser, Subcommand};
+use replikv_check::run::CheckArgs;
 use replikv_server::cluster::{self, ClusterArgs};
 use replikv_server::config::{Config, ServeArgs};
 use std::process::ExitCode;
@@ -34,6 +35,12 @@ enum Cmd {
     /// Run a local cluster: a leader and replicas as child processes on 127.0.0.1, each with
     /// its own ports and data directory. Prints how to connect; Ctrl-C stops every node.
     Cluster(ClusterArgs),
+    /// Verify a cluster: start one (or use running nodes with --targets), run a concurrent
+    /// workload while injecting faults (kill -9, pause, partition), record every operation,
+    /// and check the history for lost acknowledged writes, linearizability, stale and
+    /// non-monotonic reads and unavailability. Writes report.json, history.json and
+    /// timeline.svg; exits 1 when a property the mode promises is violated.
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +48,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Cmd::Serve(args)) => serve(&args),
         Some(Cmd::Cluster(args)) => run_cluster(args),
+        Some(Cmd::Check(args)) => run_check(args),
         None => serve(&cli.serve),
     }
 }
@@ -54,6 +62,17 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
         Err(e) => {
             eprintln!("replikv cluster: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    // The nodes are started from this very executable.
+    match std::env::current_exe() {
+        Ok(exe) => ExitCode::from(replikv_check::run::main(args, exe)),
+        Err(e) => {
+            eprintln!("replikv check: cannot find the replikv executable to start nodes: {e}");
+            ExitCode::from(replikv_check::run::EXIT_RUN)
         }
     }
 }

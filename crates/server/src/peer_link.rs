@@ -2,8 +2,11 @@
 //!
 //! The connecting node is the client, the accepting node the server (see
 //! `docs/design/peer-protocol.md`). Until the handshake has finished, frames are decoded with
-//! the control-frame limit, and anything but the next handshake frame is refused.
+//! the control-frame limit, and anything but the next handshake frame is refused. With fault
+//! injection on (tests only, see [`crate::faults`]), frames from the peer pass through its
+//! [`LinkFaults`] once the handshake has named it.
 
+use crate::faults::LinkFaults;
 use bytes::BytesMut;
 use replikv_proto::{
     auth_mac, decode_frame, encode_frame, verify_mac, AuthRole, PeerError, PeerMessage, Transcript,
@@ -41,10 +44,23 @@ pub enum LinkError {
     /// A step took too long.
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// Fault injection (tests only) cut the link.
+    #[error("fault injection: {0}")]
+    Injected(String),
 }
 
 /// The reading half of a link.
 pub struct LinkReader {
+    frames: FrameReader,
+    /// Set once the handshake has named the peer, when fault injection is on.
+    faults: Option<LinkFaults>,
+    /// How the socket ended while frames were still held back by an injected delay: returned
+    /// once they have been handled, as a delayed network delivers them before the close.
+    ended: Option<LinkError>,
+}
+
+/// Frames off the socket.
+struct FrameReader {
     half: OwnedReadHalf,
     buf: BytesMut,
     body_bytes_max: usize,
@@ -64,9 +80,13 @@ pub fn split(stream: TcpStream, buffered: BytesMut) -> (LinkReader, LinkWriter) 
     let (r, w) = stream.into_split();
     (
         LinkReader {
-            half: r,
-            buf: buffered,
-            body_bytes_max: PEER_CONTROL_BODY_BYTES_MAX,
+            frames: FrameReader {
+                half: r,
+                buf: buffered,
+                body_bytes_max: PEER_CONTROL_BODY_BYTES_MAX,
+            },
+            faults: None,
+            ended: None,
         },
         LinkWriter {
             half: w,
@@ -78,24 +98,48 @@ pub fn split(stream: TcpStream, buffered: BytesMut) -> (LinkReader, LinkWriter) 
 impl LinkReader {
     /// Lifts the frame size limit to the bulk default, once the peer has authenticated.
     pub fn authenticated(&mut self) {
-        self.body_bytes_max = PEER_BODY_BYTES_MAX_DEFAULT;
+        self.frames.body_bytes_max = PEER_BODY_BYTES_MAX_DEFAULT;
     }
 
-    /// Reads the next message.
+    /// Passes every later frame through `faults` (a link with a named peer, fault injection
+    /// on): it may be held back by a delay, or the link dropped.
+    pub fn inject_faults(&mut self, faults: Option<LinkFaults>) {
+        self.faults = faults;
+    }
+
+    /// Reads the next message. Cancel safe: a frame read is never lost when the future is
+    /// dropped (links use it in `select!`).
     ///
     /// # Errors
-    /// The socket failed or closed, or the frame is bad.
+    /// The socket failed or closed, the frame is bad, or fault injection cut the link.
     pub async fn recv(&mut self) -> Result<PeerMessage, LinkError> {
+        let Some(faults) = self.faults.as_mut() else {
+            return self.frames.recv().await;
+        };
         loop {
-            if let Some(msg) = decode_frame(&mut self.buf, self.body_bytes_max)? {
+            if let Some(msg) = faults.pop_due(tokio::time::Instant::now())? {
                 return Ok(msg);
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
-                self.buf.reserve(READ_CHUNK_BYTES);
-            }
-            let n = self.half.read_buf(&mut self.buf).await?;
-            if n == 0 {
-                return Err(LinkError::Closed);
+            let received = match faults.next_release() {
+                None => match self.ended.take() {
+                    Some(e) => return Err(e),
+                    None => self.frames.recv().await,
+                },
+                // Held frames at the bound, or the socket already ended: read nothing more
+                // until the oldest is released.
+                Some(at) if faults.is_full() || self.ended.is_some() => {
+                    tokio::time::sleep_until(at).await;
+                    continue;
+                }
+                Some(at) => tokio::select! {
+                    received = self.frames.recv() => received,
+                    () = tokio::time::sleep_until(at) => continue,
+                },
+            };
+            match received {
+                Ok(msg) => faults.on_arrival(msg, tokio::time::Instant::now())?,
+                Err(e) if faults.next_release().is_some() => self.ended = Some(e),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -112,6 +156,24 @@ impl LinkReader {
         tokio::time::timeout(limit, self.recv())
             .await
             .map_err(|_| LinkError::Timeout(what))?
+    }
+}
+
+impl FrameReader {
+    /// Reads the next frame off the socket (cancel safe).
+    async fn recv(&mut self) -> Result<PeerMessage, LinkError> {
+        loop {
+            if let Some(msg) = decode_frame(&mut self.buf, self.body_bytes_max)? {
+                return Ok(msg);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
+                self.buf.reserve(READ_CHUNK_BYTES);
+            }
+            let n = self.half.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(LinkError::Closed);
+            }
+        }
     }
 }
 

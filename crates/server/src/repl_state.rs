@@ -3,10 +3,11 @@
 //! `INFO replication`, `ROLE`, `/status` and `/metrics` report.
 
 use crate::config::Upstream;
+use crate::faults::Faults;
 use crate::feed::Feed;
 use replikv_core::{AckMode, Epoch, LogPosition, Lsn};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Payload bytes the feed keeps in memory for links.
@@ -100,6 +101,8 @@ pub struct ReplShared {
     pub upstream: watch::Sender<Option<Upstream>>,
     /// The status, refreshed by the node.
     pub status: Mutex<ReplStatus>,
+    /// Injected link faults (tests only; inert unless `fault_injection` is on).
+    pub faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for ReplShared {

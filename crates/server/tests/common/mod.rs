@@ -841,3 +841,84 @@ fn is_timeout(e: &std::io::Error) -> bool {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection helpers: nodes started with extra environment variables, admin HTTP requests
+// with a method and a body.
+// ---------------------------------------------------------------------------------------------
+
+impl Server {
+    /// [`Server::start`] with `env` added to the node's environment. Only this first start gets
+    /// it: [`Server::restart`] and [`Server::start_expecting_exit`] spawn without it.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            child: None,
+            port: 0,
+            admin_port: 0,
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: dir.join("server.log"),
+            host: "127.0.0.1".to_string(),
+        };
+        for _attempt in 0..5 {
+            s.port = free_port();
+            s.admin_port = free_port();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&s.log)
+                .expect("open server log");
+            let child = Command::new(env!("CARGO_BIN_EXE_replikv"))
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(s.dir.join("data"))
+                .arg("--port")
+                .arg(s.port.to_string())
+                .arg("--admin-port")
+                .arg(s.admin_port.to_string())
+                .args(&s.extra)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start replikv");
+            s.child = Some(child);
+            match s.try_wait_ready() {
+                Ok(()) => return s,
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("replikv did not start; log:\n{log}"),
+            }
+        }
+        panic!("replikv found no free ports; log:\n{}", s.log_text());
+    }
+
+    /// Sends `method path` to the admin port, with `body` as JSON when given; returns
+    /// (status code, body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).expect("admin connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        if let Some(body) = body {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        } else {
+            request.push_str("Content-Length: 0\r\n\r\n");
+        }
+        s.write_all(request.as_bytes()).expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+}

@@ -1,0 +1,33 @@
+//! replikv's verification harness, in the manner of Jepsen: run a workload against a cluster
+//! while injecting faults, record every operation, and check the history for lost
+//! acknowledged writes, linearizability violations, session-guarantee violations and
+//! unavailability.
+//!
+//! - [`history`]: the recorded history: operations with their call, outcome, times, client
+//!   and node.
+//! - [`checker`]: the checkers over a history: lost writes, linearizability per key,
+//!   read-your-writes, monotonic reads, stale reads, availability.
+//! - [`run`]: `replikv check`: start a cluster (or use running nodes), run the workload under
+//!   the nemesis, read everything back, check, report.
+//! - [`workload`]: the concurrent clients and what they record; [`resp`]: their RESP client.
+//! - [`nemesis`]: fault injection (kill -9, pause, partition) on a [`launcher`] cluster.
+//! - [`report`] and [`timeline`]: the terminal table, `report.json`, `timeline.svg`.
+//!
+//! ```sh
+//! replikv check --nodes 3 --mode sync --nemesis kill,pause,partition --duration 30s
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod checker;
+pub mod history;
+pub mod launcher;
+pub mod nemesis;
+pub mod report;
+pub mod resp;
+pub mod rng;
+pub mod run;
+pub mod timeline;
+pub mod workload;
+
+pub use history::{Call, FaultEvent, History, Op, OpId, Outcome, Value};

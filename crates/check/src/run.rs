@@ -1,0 +1,779 @@
+//! `replikv check`: one run against a real cluster, from launch to verdict.
+//!
+//! 1. Start a local cluster ([`crate::launcher`]) or find the leader among `--targets`.
+//! 2. Run the [workload](crate::workload) for `--duration` while the [nemesis](crate::nemesis)
+//!    injects faults; Ctrl-C ends this phase early.
+//! 3. Undo every fault, wait (bounded) for the replicas to apply the leader's position, and read
+//!    every key on every node ([`History::final_reads`]).
+//! 4. Stop the cluster, run the checkers, and write `history.json`, `report.json` and
+//!    `timeline.svg` to `<results>/<UTC time>-<mode>/`; print the report.
+//!
+//! Exit status: 0 when every property the mode promises held, 1 when one was violated or a
+//! node crashed, 2 for bad arguments, 3 when the run itself could not be made (the cluster did
+//! not start, the results could not be written).
+//!
+//! | mode | promised across kill -9, pause and partition (single leader, no failover) |
+//! |---|---|
+//! | `sync` | no lost acknowledged writes; leader reads linearizable |
+//! | `semi-sync:K`, `quorum` with `--fsync always` | no lost acknowledged writes |
+//! | anything else | nothing: the report measures what happened |
+
+use crate::checker::{self, Options, Status, Verdict};
+use crate::history::{History, Outcome};
+use crate::launcher::{LaunchPlan, LocalCluster, NodeSpec, NODES_MAX};
+use crate::nemesis::{self, FaultKind, NemesisConfig, NemesisLog};
+use crate::report::{self, NodeInfo, Report, RunInfo};
+use crate::workload::{self, Endpoints, ReadTarget, WorkloadConfig, CLIENTS_MAX, KEYS_MAX};
+use replikv_core::AckMode;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Exit status: a promised property was violated, or a node crashed.
+pub const EXIT_VIOLATION: u8 = 1;
+/// Exit status: bad arguments.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the run could not be made.
+pub const EXIT_RUN: u8 = 3;
+/// Longest run.
+pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Bound on bringing every node back after the run (restart, resume, answer PING).
+pub const UNDO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the replicas applying the leader's position after the run.
+pub const CATCHUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on reading every key from one node after the run.
+pub const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Windows without a success shorter than this are not reported as unavailability.
+pub const MIN_UNAVAILABILITY: Duration = Duration::from_secs(1);
+/// Most tries at a fresh results folder name within one second.
+const RESULTS_NAME_TRIES_MAX: u32 = 100;
+
+/// `replikv check` settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Nodes to start: node0 leads, the others replicate from it (1 to 9).
+    #[arg(long, default_value_t = 3,
+        value_parser = clap::value_parser!(u8).range(1..=i64::from(NODES_MAX)))]
+    pub nodes: u8,
+    /// Acknowledgement mode under test: `sync`, `semi-sync:K`, `quorum` or `async`.
+    #[arg(long, default_value = "sync")]
+    pub mode: String,
+    /// Log durability of every node: `always` or `interval`. With --targets, say what the
+    /// nodes run with: it decides what the mode promises.
+    #[arg(long, default_value = "always", value_parser = ["always", "interval"])]
+    pub fsync: String,
+    /// Faults to inject, comma-separated: `kill` (kill -9, then restart), `pause`
+    /// (SIGSTOP/SIGCONT), `partition` (cut a node off from its peers), or `none`.
+    #[arg(long, default_value = "kill,pause,partition")]
+    pub nemesis: String,
+    /// How long the workload runs: `30s`, `2m`, `500ms` or seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent client connections (1 to 1000).
+    #[arg(long, default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(CLIENTS_MAX)))]
+    pub clients: u32,
+    /// Keys the workload uses (1 to 1000); every fourth is a counter, the others registers.
+    #[arg(long, default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(KEYS_MAX)))]
+    pub keys: u32,
+    /// Where reads go: `leader`, `replicas` or `any`. Writes always go to the leader.
+    #[arg(long, value_enum, default_value = "leader")]
+    pub reads: ReadTarget,
+    /// Most operations per second, all clients together [default: no limit].
+    #[arg(long)]
+    pub rate_max: Option<f64>,
+    /// Bound on one operation; past it the operation is recorded as indeterminate.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
+    /// Time the linearizability checker may take before it answers "unknown".
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub check_budget: Duration,
+    /// Folder receiving one folder per run (history.json, report.json, timeline.svg, node
+    /// logs).
+    #[arg(long, default_value = "check-results")]
+    pub results: PathBuf,
+    /// Seed of the workload's and the nemesis' choices [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Node i listens on client port BASE+i and admin port BASE+100+i, on 127.0.0.1.
+    #[arg(long, default_value_t = 7300)]
+    pub base_port: u16,
+    /// Run against these running nodes (`host:port` of their client ports, comma-separated)
+    /// instead of starting a cluster; no faults are injected (`--nemesis none`).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Keep the nodes' data directories after the run (they are removed otherwise).
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Further `replikv serve` flags for every started node, after `--`.
+    #[arg(last = true, value_name = "SERVE_FLAGS")]
+    pub extra: Vec<String>,
+}
+
+/// Parses `30s`, `2m`, `500ms`, `1h` or a bare number of seconds.
+///
+/// # Errors
+/// Anything else, or zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 2m or 500ms"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+            ))
+        }
+    };
+    if seconds.is_nan() || seconds <= 0.0 || seconds > DURATION_MAX.as_secs_f64() {
+        return Err(format!("`{text}` must be above 0 and at most 24 h"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The cluster could not be started.
+    #[error(transparent)]
+    Launch(#[from] crate::launcher::LaunchError),
+    /// The targets could not be used.
+    #[error("{0}")]
+    Targets(String),
+    /// The results could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A checker panicked (a bug in the checker).
+    #[error("a checker failed: {0}")]
+    Checker(String),
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl RunError {
+    /// The exit status for this error.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Usage(_) => EXIT_USAGE,
+            _ => EXIT_RUN,
+        }
+    }
+}
+
+/// The properties (checker names) `mode` promises across the faults this harness injects.
+#[must_use]
+pub fn promised(mode: AckMode, fsync: &str) -> Vec<&'static str> {
+    match mode {
+        AckMode::Sync => vec!["lost_writes", "linearizability"],
+        AckMode::SemiSync(_) | AckMode::Quorum if fsync == "always" => vec!["lost_writes"],
+        _ => Vec::new(),
+    }
+}
+
+/// Arguments checked and resolved.
+struct Settings {
+    args: CheckArgs,
+    mode: AckMode,
+    kinds: Vec<FaultKind>,
+    seed: u64,
+}
+
+fn settings(args: CheckArgs) -> Result<Settings, RunError> {
+    let usage = |m: String| Err(RunError::Usage(m));
+    let mode: AckMode = match args.mode.parse() {
+        Ok(m) => m,
+        Err(e) => return usage(format!("--mode: {e}")),
+    };
+    let kinds = nemesis::parse_kinds(&args.nemesis)
+        .map_err(|e| RunError::Usage(format!("--nemesis: {e}")))?;
+    if !args.targets.is_empty() && !kinds.is_empty() {
+        return usage(
+            "--targets runs against nodes this command did not start, so it injects no faults: \
+             add --nemesis none"
+                .to_string(),
+        );
+    }
+    if args.targets.is_empty() {
+        if let AckMode::SemiSync(k) = mode {
+            if k >= u32::from(args.nodes) {
+                return usage(format!(
+                    "--mode {mode} needs {k} replicas but --nodes {} has {}",
+                    args.nodes,
+                    args.nodes - 1
+                ));
+            }
+        }
+        if args.nodes < 2 && kinds.contains(&FaultKind::Partition) {
+            return usage("--nemesis partition needs at least 2 nodes".to_string());
+        }
+    }
+    if let Some(rate) = args.rate_max {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return usage(format!(
+                "--rate-max {rate} must be a positive number of ops/s"
+            ));
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_secs() ^ u64::from(now.subsec_nanos()).rotate_left(32)
+    });
+    Ok(Settings {
+        args,
+        mode,
+        kinds,
+        seed,
+    })
+}
+
+/// Runs `replikv check` with `args`, starting nodes from `exe`; returns the exit status.
+#[must_use]
+pub fn main(args: CheckArgs, exe: PathBuf) -> u8 {
+    let settings = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            complain(&e.to_string());
+            return e.exit_code();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            complain(&RunError::Runtime(e).to_string());
+            return EXIT_RUN;
+        }
+    };
+    match runtime.block_on(run(settings, exe)) {
+        Ok(code) => code,
+        Err(e) => {
+            complain(&e.to_string());
+            e.exit_code()
+        }
+    }
+}
+
+/// The error that ends `replikv check`, on stderr.
+fn complain(message: &str) {
+    use std::io::Write as _;
+    // Nothing better to do when stderr is gone; the exit status still tells.
+    let _ = writeln!(std::io::stderr().lock(), "replikv check: {message}");
+}
+
+/// A progress line on stderr (the report goes to stdout).
+pub(crate) fn say(message: &str) {
+    use std::io::Write as _;
+    // Nothing better to do when stderr is gone (piped into `head`); the run goes on.
+    let _ = writeln!(std::io::stderr().lock(), "[check] {message}");
+}
+
+/// UTC calendar date and time of `t`: (`20250102T030405Z`, `2025-01-02T03:04:05Z`).
+fn utc(t: SystemTime) -> (String, String) {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+    )
+}
+
+/// A fresh folder `<results>/<stamp>-<mode>[-n]`.
+fn results_dir(results: &Path, stamp: &str, mode: AckMode) -> Result<PathBuf, RunError> {
+    let mode = mode.to_string().replace(':', "");
+    std::fs::create_dir_all(results).map_err(|source| RunError::Write {
+        path: results.to_path_buf(),
+        source,
+    })?;
+    let mut last = None;
+    for n in 1..=RESULTS_NAME_TRIES_MAX {
+        let name = if n == 1 {
+            format!("{stamp}-{mode}")
+        } else {
+            format!("{stamp}-{mode}-{n}")
+        };
+        let path = results.join(name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(source) => return Err(RunError::Write { path, source }),
+        }
+    }
+    Err(RunError::Write {
+        path: results.to_path_buf(),
+        source: last.unwrap_or_else(|| std::io::Error::other("no free folder name")),
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    std::fs::write(path, bytes).map_err(|source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Finds the leader among `targets` with `REPLIKV POSITION`.
+async fn find_leader(targets: &[String]) -> Result<(Endpoints, Vec<NodeInfo>), RunError> {
+    let mut leader = None;
+    let mut replicas = Vec::new();
+    let mut nodes = Vec::new();
+    for t in targets {
+        let Some((_, is_leader)) = workload::position(t, Duration::from_secs(2)).await else {
+            return Err(RunError::Targets(format!(
+                "{t} did not answer REPLIKV POSITION: is it a replikv node?"
+            )));
+        };
+        nodes.push(NodeInfo {
+            name: t.clone(),
+            addr: t.clone(),
+            role: if is_leader { "leader" } else { "replica" }.to_string(),
+        });
+        if is_leader {
+            if let Some(other) = &leader {
+                return Err(RunError::Targets(format!("{other} and {t} both lead")));
+            }
+            leader = Some(t.clone());
+        } else {
+            replicas.push(t.clone());
+        }
+    }
+    let Some(leader) = leader else {
+        return Err(RunError::Targets(format!(
+            "none of {} leads",
+            targets.join(", ")
+        )));
+    };
+    nodes.sort_by_key(|n| n.role != "leader");
+    Ok((Endpoints { leader, replicas }, nodes))
+}
+
+fn node_infos(specs: &[NodeSpec]) -> Vec<NodeInfo> {
+    specs
+        .iter()
+        .map(|s| NodeInfo {
+            name: s.name.clone(),
+            addr: s.addr(),
+            role: if s.upstream_port.is_some() {
+                "replica"
+            } else {
+                "leader"
+            }
+            .to_string(),
+        })
+        .collect()
+}
+
+async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
+    let Settings {
+        args,
+        mode,
+        kinds,
+        seed,
+    } = settings;
+    let started = SystemTime::now();
+    let (stamp, started_at) = utc(started);
+    let dir = results_dir(&args.results, &stamp, mode)?;
+    let launched = args.targets.is_empty();
+
+    // 1. The cluster.
+    let mut cluster = None;
+    let (endpoints, nodes) = if launched {
+        let plan = LaunchPlan {
+            exe,
+            nodes: args.nodes,
+            base_port: args.base_port,
+            ack: mode.to_string(),
+            fsync: args.fsync.clone(),
+            fault_injection: kinds.contains(&FaultKind::Partition),
+            dir: dir.clone(),
+            extra: args.extra.clone(),
+        };
+        say(&format!(
+            "starting {} nodes on 127.0.0.1:{}.. (mode {mode}, fsync {}); logs in {}",
+            args.nodes,
+            args.base_port,
+            args.fsync,
+            dir.display()
+        ));
+        let c = LocalCluster::start(plan).await?;
+        let infos = node_infos(c.specs());
+        let endpoints = Endpoints {
+            leader: infos[0].addr.clone(),
+            replicas: infos[1..].iter().map(|n| n.addr.clone()).collect(),
+        };
+        cluster = Some(c);
+        (endpoints, infos)
+    } else {
+        find_leader(&args.targets).await?
+    };
+    let leader_command = cluster.as_ref().map(|c| c.command_line(0));
+
+    // 2. Workload and nemesis.
+    // Unique to this run, so that values left by another run are never read as this run's.
+    let started_ns = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // Only the low bits vary between runs; the truncation is the point.
+    let mut tag = crate::rng::Rng::stream(seed, started_ns as u64);
+    let key_prefix = format!("t{:08x}:", tag.next_u64() & 0xffff_ffff);
+    let wcfg = Arc::new(WorkloadConfig {
+        clients: args.clients,
+        keys: args.keys,
+        reads: args.reads,
+        rate_max: args.rate_max,
+        op_timeout: args.op_timeout,
+        ack: mode.to_string(),
+        seed,
+        key_prefix: key_prefix.clone(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let run_over = Arc::clone(&stop_tx);
+    let interrupt = tokio::spawn(async move {
+        // Bounded: a person pressing Ctrl-C over and over.
+        for _ in 0..1000 {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            if *stop_tx.borrow() {
+                say("already ending: the nodes are stopped and the checkers are bounded");
+            } else {
+                say("interrupted: ending the run early, undoing faults and checking what ran");
+            }
+            // Nobody left to tell means the run has ended already.
+            let _ = stop_tx.send(true);
+        }
+    });
+    let duration = args.duration;
+    let edge = Duration::from_secs(1).min(duration / 5);
+    let ncfg = NemesisConfig {
+        kinds: kinds.clone(),
+        seed,
+        start_at: edge,
+        end_at: duration.saturating_sub(edge),
+        gap: (Duration::from_millis(500), Duration::from_millis(2500)),
+        length: (Duration::from_millis(1000), Duration::from_millis(4000)),
+        concurrent_max: 2,
+    };
+    say(&format!(
+        "running {} clients over {} keys for {:.0} s, nemesis {}, seed {seed}",
+        args.clients,
+        args.keys,
+        duration.as_secs_f64(),
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            args.nemesis.clone()
+        }
+    ));
+    let mut problems = Vec::new();
+    let mut crashes = Vec::new();
+    warm_up(&endpoints, &key_prefix, &mut problems).await;
+    let clock = Instant::now();
+    let until = clock + duration;
+    let endpoints = Arc::new(endpoints);
+    let workload = workload::run(
+        Arc::clone(&wcfg),
+        Arc::clone(&endpoints),
+        clock,
+        until,
+        stop_rx.clone(),
+    );
+    let (ops, nemesis_log) = match cluster.as_mut() {
+        Some(c) => {
+            let nemesis = nemesis::run(&ncfg, c, clock, stop_rx.clone());
+            tokio::join!(workload, nemesis)
+        }
+        None => (workload.await, NemesisLog::default()),
+    };
+    // From here on Ctrl-C only says that the end is near. An error means the Ctrl-C task has
+    // ended, and then nobody needs telling.
+    let _ = run_over.send(true);
+    problems.extend(nemesis_log.problems.iter().cloned());
+
+    // 3. Undo, catch up, read back.
+    crashes.extend(nemesis_log.crashes.iter().cloned());
+    if let Some(c) = cluster.as_mut() {
+        crashes.extend(c.reap_exited());
+        problems.extend(c.undo_all(UNDO_TIMEOUT).await);
+        if kinds.contains(&FaultKind::Partition) {
+            if let Err(e) = nemesis::heal_all(c).await {
+                problems.push(format!("final heal: {e}"));
+            }
+        }
+    }
+    say("run over; waiting for the replicas to catch up");
+    for behind in workload::wait_caught_up(&endpoints, CATCHUP_TIMEOUT).await {
+        problems.push(format!(
+            "not caught up after {} s: {behind}",
+            CATCHUP_TIMEOUT.as_secs()
+        ));
+    }
+    let keys = workload::key_names(&key_prefix, args.keys);
+    let mut final_reads = Vec::new();
+    for node in endpoints.all() {
+        match workload::read_all(&node, &keys, FINAL_READ_TIMEOUT).await {
+            Some(values) => final_reads.push((node, values)),
+            None => problems.push(format!("final read of {node} failed")),
+        }
+    }
+    if let Some(c) = cluster.as_mut() {
+        for p in c.stop().await {
+            problems.push(format!("stopping: {p}"));
+        }
+        if !args.keep_data {
+            let data = dir.join("data");
+            if let Err(e) = std::fs::remove_dir_all(&data) {
+                problems.push(format!("cannot remove {}: {e}", data.display()));
+            }
+        }
+    }
+
+    // 4. Check and report.
+    let history = History {
+        ops,
+        faults: nemesis_log.events,
+        final_reads,
+    };
+    say(&format!("checking {} operations", history.ops.len()));
+    let checking = std::time::Instant::now();
+    let history = Arc::new(history);
+    let checked = {
+        let h = Arc::clone(&history);
+        let (budget, reads, leader) = (args.check_budget, args.reads, endpoints.leader.clone());
+        tokio::task::spawn_blocking(move || {
+            let verdicts = check(&h, budget, reads, &leader);
+            let (_, availability) = checker::availability(&h, MIN_UNAVAILABILITY);
+            let (_, staleness) = checker::stale_reads(&h);
+            (verdicts, availability, staleness)
+        })
+        .await
+    };
+    let (verdicts, availability, staleness) =
+        checked.map_err(|e| RunError::Checker(e.to_string()))?;
+    say(&format!(
+        "checked in {:.1} s",
+        checking.elapsed().as_secs_f64()
+    ));
+    let promised: Vec<String> = promised(mode, &args.fsync)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let broken: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.status == Status::Fail && promised.contains(&v.checker))
+        .map(|v| v.checker.clone())
+        .collect();
+    let exit_status = if broken.is_empty() && crashes.is_empty() {
+        0
+    } else {
+        EXIT_VIOLATION
+    };
+    let (counts, ops_by_call, ops_by_node) = report::count(&history);
+    let report = Report {
+        run: RunInfo {
+            started_at,
+            mode: mode.to_string(),
+            fsync: args.fsync.clone(),
+            nodes,
+            launched,
+            nemesis: kinds
+                .iter()
+                .map(|k| k.event_names().0.to_string())
+                .collect(),
+            duration_s: duration.as_secs_f64(),
+            clients: args.clients,
+            keys: args.keys,
+            key_prefix,
+            reads: format!("{:?}", args.reads).to_lowercase(),
+            rate_max: args.rate_max,
+            op_timeout_ms: u64::try_from(args.op_timeout.as_millis()).unwrap_or(u64::MAX),
+            seed,
+            leader_command,
+            results_dir: dir.display().to_string(),
+        },
+        ops: counts,
+        ops_by_call,
+        ops_by_node,
+        latency: report::latency(&history),
+        faults: report::fault_counts(&history),
+        verdicts,
+        availability,
+        staleness,
+        promised,
+        broken,
+        problems,
+        crashes,
+        exit_status,
+    };
+    // The history is large (about 200 bytes an operation): one line, no indentation.
+    write(
+        &dir.join("history.json"),
+        &serde_json::to_vec(&*history).unwrap_or_default(),
+    )?;
+    write(&dir.join("report.json"), &to_json(&report))?;
+    write(
+        &dir.join("timeline.svg"),
+        crate::timeline::svg(&report, &history).as_bytes(),
+    )?;
+    interrupt.abort();
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        // With stdout closed the table is lost, but report.json has it all.
+        let _ = out
+            .write_all(report::render(&report, &history).as_bytes())
+            .and_then(|()| out.flush());
+    }
+    say(&format!(
+        "wrote {0}/report.json, {0}/history.json and {0}/timeline.svg",
+        dir.display()
+    ));
+    Ok(exit_status)
+}
+
+/// Every checker's verdict on `h`. Linearizability is judged on the leader's reads only (with
+/// every write): a replica may serve older data in every mode, which the stale-read and session
+/// checkers measure instead. When reads went elsewhere too, the other checkers see the whole
+/// history and linearizability a copy in which the replica reads are marked failed (a failed
+/// operation constrains nothing), so that operation ids stay those of the whole history.
+#[must_use]
+pub fn check(h: &History, budget: Duration, reads: ReadTarget, leader: &str) -> Vec<Verdict> {
+    let mut options = Options {
+        linearizability_budget: budget,
+        min_unavailability: MIN_UNAVAILABILITY,
+        leader_reads_only: true,
+    };
+    if reads == ReadTarget::Leader {
+        return checker::check_all(h, &options);
+    }
+    // The whole history's linearizability is not wanted: no time for it.
+    options.linearizability_budget = Duration::ZERO;
+    options.leader_reads_only = false;
+    let mut verdicts = checker::check_all(h, &options);
+    let mut leader_only = h.clone();
+    let mut left_out = 0u64;
+    for op in &mut leader_only.ops {
+        if !op.call.is_write() && op.node != leader && op.may_have_happened() {
+            op.outcome = Outcome::Fail {
+                error: "left out: a replica read".to_string(),
+            };
+            left_out += 1;
+        }
+    }
+    let mut lin = checker::linearizability(&leader_only, budget);
+    lin.summary = format!(
+        "{} (leader reads only: {left_out} replica reads left out)",
+        lin.summary
+    );
+    match verdicts.iter_mut().find(|v| v.checker == lin.checker) {
+        Some(slot) => *slot = lin,
+        None => verdicts.push(lin),
+    }
+    verdicts
+}
+
+/// Makes the cluster ready for measurement before the clock starts: one write on the leader
+/// (outside the workload's keys), then a bounded wait until the replicas have applied it, so
+/// that the first operations do not pay for log files being created or links being set up.
+async fn warm_up(endpoints: &Endpoints, key_prefix: &str, problems: &mut Vec<String>) {
+    let bound = Duration::from_secs(10);
+    let key = format!("{key_prefix}warmup");
+    let wrote = async {
+        let mut conn = crate::resp::RespConn::connect(&endpoints.leader, bound)
+            .await
+            .ok()?;
+        conn.call(&[b"SET", key.as_bytes(), b"1"]).await.ok()
+    };
+    match tokio::time::timeout(bound, wrote).await {
+        Ok(Some(crate::resp::Reply::Simple(_))) => {}
+        other => problems.push(format!("warm-up write on the leader: {other:?}")),
+    }
+    for behind in workload::wait_caught_up(endpoints, bound).await {
+        problems.push(format!("warm-up: {behind}"));
+    }
+}
+
+/// `value` as pretty JSON.
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Plain data (no maps with non-string keys) always serialises; an error would leave an
+    // empty file, which whoever reads it notices.
+    serde_json::to_vec_pretty(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_refuse_zero_and_junk() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("8").unwrap(), Duration::from_secs(8));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["0", "-1s", "x", "3 fortnights", "25h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_sync_promises_linearizability_and_async_promises_nothing() {
+        assert_eq!(
+            promised(AckMode::Sync, "interval"),
+            ["lost_writes", "linearizability"]
+        );
+        assert_eq!(promised(AckMode::Quorum, "always"), ["lost_writes"]);
+        assert_eq!(promised(AckMode::SemiSync(1), "always"), ["lost_writes"]);
+        assert!(promised(AckMode::SemiSync(1), "interval").is_empty());
+        assert!(promised(AckMode::Async, "always").is_empty());
+    }
+
+    #[test]
+    fn utc_formats_calendar_time() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(utc(t).0, "20231114T221320Z");
+        assert_eq!(utc(t).1, "2023-11-14T22:13:20Z");
+        assert_eq!(utc(UNIX_EPOCH).1, "1970-01-01T00:00:00Z");
+    }
+}
