@@ -15,15 +15,16 @@ use crate::now_ms;
 use crate::repl_state::{Positions, ReplShared, ReplStatus, ReplicaView};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
-use replikv_core::replication::{check_entries, IsrChange, Pending, Replicas};
-use replikv_core::{AckMode, Command, Epoch, Execution, LogPosition, Lsn, Reply, Store};
+use replikv_core::replication::{
+    Answer, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Replicas,
+};
+use replikv_core::{AckMode, Command, Epoch, LogPosition, Lsn, Reply, Store};
 use replikv_proto::{DownstreamReplica, PeerRecord};
 use replikv_storage::{
     FsyncPolicy, GroupCommit, InlineWal, LogRecord, SnapshotMeta, SnapshotReader, SnapshotWriter,
     Wal, WalOptions, WalProgress,
 };
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,16 +53,7 @@ const EXPIRE_TICK_BUDGET: Duration = Duration::from_millis(5);
 /// Period of the replication tick: in-sync set, timeouts, status.
 const REPLICATION_TICK: Duration = Duration::from_millis(50);
 
-/// A batch's replies and the log position they reflect.
-#[derive(Debug)]
-pub struct BatchReply {
-    /// One reply per command, in order.
-    pub replies: Vec<Reply>,
-    /// The position the replies reflect (the consistency token).
-    pub pos: LogPosition,
-    /// The position of the batch's last write, if it wrote.
-    pub wrote: Option<LogPosition>,
-}
+pub use replikv_core::replication::BatchReply;
 
 /// A request to the node.
 #[derive(Debug)]
@@ -224,53 +216,45 @@ struct WalState {
     failed: Option<String>,
 }
 
-/// What a held item is.
+/// Who waits for an answer from the replication state machine.
 #[derive(Debug)]
-enum Held {
-    /// A batch's replies, released when its mode commits its LSN.
-    Batch {
-        done: oneshot::Sender<BatchReply>,
-        reply: BatchReply,
-    },
+enum Done {
+    /// A batch's replies.
+    Batch(oneshot::Sender<BatchReply>),
+    /// A `WAIT`'s count.
+    Wait(oneshot::Sender<Reply>),
 }
 
-/// A `WAIT` in progress.
-#[derive(Debug)]
-struct Waiter {
-    lsn: Lsn,
-    numreplicas: u32,
-    deadline_ms: u64,
-    done: oneshot::Sender<Reply>,
+/// Log records appended this round and not yet handed to the writer; their payloads are
+/// carved out of one growing buffer, one allocation per many records.
+#[derive(Debug, Default)]
+struct Outbox {
+    records: Vec<LogRecord>,
+    arena: BytesMut,
 }
 
-/// A write batch waiting for enough in-sync replicas before it may start.
-#[derive(Debug)]
-struct Parked {
-    cmds: Vec<Vec<Bytes>>,
-    mode: AckMode,
-    deadline_ms: u64,
-    done: oneshot::Sender<BatchReply>,
+impl LogSink for Outbox {
+    fn append(&mut self, pos: LogPosition, cmd: &Command) {
+        if self.arena.capacity() - self.arena.len() < PAYLOAD_ARENA_MIN_SPARE {
+            self.arena.reserve(PAYLOAD_ARENA_BYTES);
+        }
+        cmd.encode_into(&mut self.arena);
+        self.records.push(LogRecord {
+            pos,
+            payload: self.arena.split().freeze(),
+        });
+    }
 }
 
 /// The node's state, owned by its task.
 pub struct Node {
-    store: Store,
-    /// The epoch this node writes in (leader) or the highest it has seen (replica).
-    epoch: Epoch,
-    /// Last entry appended to the log and applied to the store.
-    last: LogPosition,
-    /// Last LSN appended to the log and applied to the store.
-    applied: Lsn,
-    /// Last LSN the durability mode lets us acknowledge.
-    acked: Lsn,
+    /// The store, log position, epoch, followers and held replies: every replication
+    /// decision is made there.
+    machine: Machine<Done>,
     fsync: FsyncMode,
-    unsubmitted: Vec<LogRecord>,
-    payload_arena: BytesMut,
-    pending: Pending<Held>,
-    waiters: Vec<Waiter>,
-    parked: VecDeque<Parked>,
-    /// Followers that replicate from this node.
-    replicas: Replicas,
+    out: Outbox,
+    /// The machine's counters already added to the shared figures.
+    counted: MachineStats,
     /// Reports from followers about the followers below them, by reporting follower.
     downstream: BTreeMap<String, Vec<DownstreamReplica>>,
     /// This node's upstream; `None` when it leads.
@@ -279,13 +263,8 @@ pub struct Node {
     link_up: bool,
     syncing: bool,
     last_upstream_io_ms: u64,
-    /// The leader's time up to which this replica is current.
-    current_as_of_ms: Option<u64>,
     meta: NodeMeta,
     data_dir: PathBuf,
-    default_ack: AckMode,
-    write_ack_timeout_ms: u64,
-    writes_failed_no_replicas: u64,
     feed_generation: u64,
     repl: Arc<ReplShared>,
     wal: Arc<LogWriter>,
@@ -413,31 +392,33 @@ impl Node {
             }
         };
         let now = now_ms();
-        let node = Node {
+        let machine = Machine::new(
             store,
-            epoch,
             last,
-            applied: last.lsn,
-            acked: last.lsn,
+            epoch,
+            config.replicaof.is_none(),
+            MachineConfig {
+                default_ack: config.ack,
+                write_ack_timeout_ms: config.write_ack_timeout_ms,
+                replica_lag_max_ms: config.replica_lag_max_ms,
+                cluster_size: config.cluster_size,
+                payload_bytes_max: LOG_PAYLOAD_BYTES_MAX,
+                commit_rule: Replicas::commit_lsn,
+            },
+        );
+        let node = Node {
+            machine,
             fsync: config.fsync,
-            unsubmitted: Vec::new(),
-            payload_arena: BytesMut::new(),
-            pending: Pending::default(),
-            waiters: Vec::new(),
-            parked: VecDeque::new(),
-            replicas: Replicas::new(last.lsn, config.replica_lag_max_ms, config.cluster_size),
+            out: Outbox::default(),
+            counted: MachineStats::default(),
             downstream: BTreeMap::new(),
             upstream: config.replicaof.clone(),
             upstream_id: None,
             link_up: false,
             syncing: false,
             last_upstream_io_ms: 0,
-            current_as_of_ms: None,
             meta,
             data_dir: config.data_dir.clone(),
-            default_ack: config.ack,
-            write_ack_timeout_ms: config.write_ack_timeout_ms,
-            writes_failed_no_replicas: 0,
             feed_generation: 0,
             repl,
             wal: Arc::new(wal),
@@ -527,12 +508,9 @@ impl Node {
         };
         let result = result.and_then(|()| {
             let synced = self.wal.sync_now().map_err(|e| Fatal::Wal(e.to_string()))?;
-            self.acked = self.acked.max(synced);
+            self.machine.log_durable(synced);
             Ok(())
         });
-        if let Ok(()) = &result {
-            self.release();
-        }
         let why = match &result {
             Ok(()) => "ERR server is shutting down; the write is durable here but was not acknowledged by the replicas its mode needs".to_string(),
             Err(fatal) => {
@@ -543,33 +521,40 @@ impl Node {
                 format!("ERR {fatal}")
             }
         };
-        self.fail_all_held(&why);
+        self.machine.fail_all(&why);
+        self.deliver();
         result
     }
 
-    /// Fails every held reply and waiting write with `why`.
-    fn fail_all_held(&mut self, why: &str) {
-        for (_, held) in self.pending.drain() {
-            match held {
-                Held::Batch { done, reply } => {
-                    let n = reply.replies.len();
-                    // A client that went away does not need its error.
-                    let _ = done.send(BatchReply {
-                        replies: vec![Reply::error(why.to_string()); n],
-                        pos: reply.pos,
-                        wrote: reply.wrote,
-                    });
+    /// Hands the answers the machine released to whoever waits for them.
+    fn deliver(&mut self) {
+        for (done, answer) in self.machine.answers() {
+            // A client that went away does not need its answer; its write stands all the same.
+            match (done, answer) {
+                (Done::Batch(tx), Answer::Batch(reply)) => {
+                    let _ = tx.send(reply);
                 }
+                (Done::Wait(tx), Answer::Wait(n)) => {
+                    let _ = tx.send(Reply::Integer(i64::from(n)));
+                }
+                (_, answer) => error!(?answer, "an answer of the wrong kind was dropped"),
             }
         }
-        for p in self.parked.drain(..) {
-            let n = p.cmds.len();
-            let _ = p.done.send(BatchReply {
-                replies: vec![Reply::error(why.to_string()); n],
-                pos: self.last,
-                wrote: None,
-            });
-        }
+    }
+
+    /// Adds what the machine counted since the last call to the shared figures.
+    fn count(&mut self) {
+        let now = self.machine.stats();
+        let was = std::mem::replace(&mut self.counted, now);
+        Stats::add(
+            &self.stats.total_commands_processed,
+            now.commands - was.commands,
+        );
+        Stats::add(
+            &self.stats.total_error_replies,
+            now.error_replies - was.error_replies,
+        );
+        self.entries_since_snapshot += now.entries - was.entries;
     }
 
     /// Shuts down the log writer, after the node task has stopped.
@@ -588,7 +573,10 @@ impl Node {
 
     fn on_msg(&mut self, msg: NodeMsg) {
         match msg {
-            NodeMsg::Batch { cmds, mode, done } => self.on_batch(cmds, mode, done),
+            NodeMsg::Batch { cmds, mode, done } => {
+                self.machine
+                    .batch(cmds, mode, now_ms(), Done::Batch(done), &mut self.out);
+            }
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
             NodeMsg::Wait {
@@ -596,23 +584,23 @@ impl Node {
                 lsn,
                 timeout_ms,
                 done,
-            } => self.on_wait(numreplicas, lsn, timeout_ms, done),
+            } => self
+                .machine
+                .wait(numreplicas, lsn, timeout_ms, now_ms(), Done::Wait(done)),
             NodeMsg::SetUpstream { upstream, done } => {
                 let reply = self.on_set_upstream(upstream);
                 let _ = done.send(reply);
             }
             NodeMsg::FollowerUp { id, addr, from } => {
                 info!(follower = %id, %addr, from = %from, "follower connected");
-                self.replicas.connect(&id, &addr, now_ms());
-                self.replicas.reset_replica(&id, from);
+                self.machine.follower_up(&id, &addr, from, now_ms());
             }
             NodeMsg::FollowerAck {
                 id,
                 durable,
                 applied,
             } => {
-                self.replicas.on_ack(&id, durable, applied, now_ms());
-                self.release();
+                self.machine.follower_ack(&id, durable, applied, now_ms());
             }
             NodeMsg::Downstream { via, replicas } => {
                 if replicas.is_empty() {
@@ -623,12 +611,16 @@ impl Node {
             }
             NodeMsg::FollowerDown { id } => {
                 info!(follower = %id, "follower disconnected");
-                self.replicas.disconnect(&id, now_ms());
+                self.machine.follower_down(&id, now_ms());
                 self.downstream.remove(&id);
             }
             NodeMsg::SnapshotForFollower { done } => {
                 self.flush_records();
-                let _ = done.send((self.store.clone(), self.last, self.meta.history));
+                let _ = done.send((
+                    self.machine.store().clone(),
+                    self.machine.last(),
+                    self.meta.history,
+                ));
             }
             NodeMsg::Replicate {
                 epoch,
@@ -667,145 +659,28 @@ impl Node {
                 self.publish_replication(now_ms());
             }
         }
+        self.deliver();
     }
 
     fn is_leader(&self) -> bool {
-        self.upstream.is_none()
-    }
-
-    fn on_batch(
-        &mut self,
-        cmds: Vec<Vec<Bytes>>,
-        mode: AckMode,
-        done: oneshot::Sender<BatchReply>,
-    ) {
-        let writes = cmds.iter().any(|args| {
-            args.first()
-                .and_then(|n| Store::command_spec(n))
-                .is_some_and(|s| s.write)
-        });
-        // Writes in a mode that needs replicas start only once enough are in sync (and in
-        // order behind the ones already waiting); they fail after the timeout rather than run
-        // with less than the mode promises.
-        if writes && self.is_leader() && (!self.parked.is_empty() || !self.replicas.can_start(mode))
-        {
-            self.parked.push_back(Parked {
-                cmds,
-                mode,
-                deadline_ms: now_ms().saturating_add(self.write_ack_timeout_ms),
-                done,
-            });
-            return;
-        }
-        self.run_batch(&cmds, mode, done);
-    }
-
-    fn run_batch(&mut self, cmds: &[Vec<Bytes>], mode: AckMode, done: oneshot::Sender<BatchReply>) {
-        let now = now_ms();
-        let leader = self.is_leader();
-        let before = self.applied;
-        let mut replies = Vec::with_capacity(cmds.len());
-        for args in cmds {
-            // A replica takes no writes, even one that would change nothing.
-            let refused = !leader
-                && args
-                    .first()
-                    .and_then(|n| Store::command_spec(n))
-                    .is_some_and(|s| s.write);
-            if refused {
-                Stats::add(&self.stats.total_error_replies, 1);
-                replies.push(Reply::error(
-                    "READONLY You can't write against a read only replica.",
-                ));
-                continue;
-            }
-            let reply = match self.store.execute(args, now) {
-                Execution::Read(reply) => reply,
-                // A replica answers reads from its state as it is, and leaves expired keys for
-                // its leader's deletions to remove.
-                Execution::Write { reply, .. } if !leader => reply,
-                Execution::Write { commands, reply } => {
-                    // A record the log cannot hold would stop the node: refuse the command
-                    // before anything of it is applied.
-                    if commands
-                        .iter()
-                        .any(|c| c.encoded_len_bound() > LOG_PAYLOAD_BYTES_MAX)
-                    {
-                        Reply::error("ERR command too large for the write-ahead log")
-                    } else {
-                        for cmd in &commands {
-                            self.append(cmd);
-                        }
-                        reply
-                    }
-                }
-            };
-            if matches!(reply, Reply::Error(_)) {
-                Stats::add(&self.stats.total_error_replies, 1);
-            }
-            replies.push(reply);
-        }
-        Stats::add(&self.stats.total_commands_processed, cmds.len() as u64);
-        let wrote = (self.applied > before).then_some(self.last);
-        let reply = BatchReply {
-            replies,
-            pos: self.last,
-            wrote,
-        };
-        // Every reply in the batch may reflect state up to `applied`: hold it until that is
-        // durable, so no client sees a write a crash could lose; a batch that wrote also
-        // waits for what its mode needs from the replicas.
-        let mode = mode.for_batch(wrote.is_some());
-        if self.applied <= self.commit_lsn(mode) {
-            // The connection may have gone away; nothing to do then.
-            let _ = done.send(reply);
-        } else {
-            let deadline = mode.deadline_ms(now, self.write_ack_timeout_ms);
-            self.pending
-                .hold(mode, self.applied, deadline, Held::Batch { done, reply });
-        }
-    }
-
-    fn commit_lsn(&self, mode: AckMode) -> Lsn {
-        self.replicas.commit_lsn(mode, self.acked)
-    }
-
-    fn append(&mut self, cmd: &Command) {
-        let lsn = self.applied.next();
-        // Payloads are carved out of one growing buffer: one allocation per many records.
-        if self.payload_arena.capacity() - self.payload_arena.len() < PAYLOAD_ARENA_MIN_SPARE {
-            self.payload_arena.reserve(PAYLOAD_ARENA_BYTES);
-        }
-        cmd.encode_into(&mut self.payload_arena);
-        let pos = LogPosition {
-            epoch: self.epoch,
-            lsn,
-        };
-        self.unsubmitted.push(LogRecord {
-            pos,
-            payload: self.payload_arena.split().freeze(),
-        });
-        self.store.apply(cmd);
-        self.applied = lsn;
-        self.last = pos;
-        self.entries_since_snapshot += 1;
+        self.machine.is_leader()
     }
 
     /// Hands the records appended so far to the feed and the log writer. When the writer
     /// writes them at once (`fsync = interval`), the replies waiting for them are released
     /// here, in the same round.
     fn flush_records(&mut self) {
-        if self.unsubmitted.is_empty() {
+        if self.out.records.is_empty() {
             return;
         }
-        self.repl.feed.push(&self.unsubmitted);
-        self.replicas.on_append(self.applied, now_ms());
-        match self.wal.submit(std::mem::take(&mut self.unsubmitted)) {
+        self.repl.feed.push(&self.out.records);
+        self.machine.note_shipped(now_ms());
+        match self.wal.submit(std::mem::take(&mut self.out.records)) {
             Ok(Some(written)) => {
                 if self.fsync == FsyncMode::Interval {
-                    self.acked = self.acked.max(written).min(self.applied);
                     Stats::set(&self.stats.written_lsn, written.0);
-                    self.release();
+                    self.machine.log_durable(written);
+                    self.deliver();
                 }
             }
             Ok(None) => {}
@@ -813,33 +688,12 @@ impl Node {
         }
     }
 
-    /// The node's positions and held replies are consistent: nothing is acknowledged past what
-    /// was applied, and nothing held under `async` is already covered.
-    fn check_invariants(&self) {
-        assert!(
-            self.acked <= self.applied,
-            "acked {} <= applied {}",
-            self.acked,
-            self.applied
-        );
-        assert_eq!(
-            self.last.lsn, self.applied,
-            "last position is the applied LSN"
-        );
-        if let Some(front) = self.pending.first_lsn(AckMode::Async) {
-            assert!(
-                front > self.acked,
-                "held {front} is past acked {}",
-                self.acked
-            );
-        }
-    }
-
     /// End of a round: hand records to the writer, publish figures, and start an automatic
     /// snapshot when one is due.
     fn submit(&mut self) {
         self.flush_records();
-        self.check_invariants();
+        self.machine.check_invariants();
+        self.count();
         self.publish();
         if self.snapshot_every_entries > 0
             && self.entries_since_snapshot >= self.snapshot_every_entries
@@ -860,70 +714,15 @@ impl Node {
         };
         // An inline writer may already have acknowledged past what a later fsync reports; a
         // report from before a log reset may be past what is applied now.
-        self.acked = self.acked.max(reported).min(self.applied);
+        self.machine.log_durable(reported);
+        self.deliver();
         let written = Stats::get(&self.stats.written_lsn).max(state.progress.written.0);
         Stats::set(&self.stats.written_lsn, written);
         Stats::set(&self.stats.durable_lsn, state.progress.synced.0);
         Stats::set(&self.stats.wal_fsyncs, self.wal.fsync_count());
         Stats::set(&self.stats.wal_records, self.wal.records_written());
-        self.release();
         self.publish_positions();
         Ok(())
-    }
-
-    /// Releases what the commit rules now allow, and answers the `WAIT`s that are satisfied.
-    fn release(&mut self) {
-        self.replicas.note_sync_commit(self.acked);
-        let acked = self.acked;
-        let replicas = &self.replicas;
-        for held in self
-            .pending
-            .release(|mode| replicas.commit_lsn(mode, acked))
-        {
-            match held {
-                // The connection may have gone away; its write is durable all the same.
-                Held::Batch { done, reply } => {
-                    let _ = done.send(reply);
-                }
-            }
-        }
-        if !self.waiters.is_empty() {
-            let replicas = &self.replicas;
-            let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-                .into_iter()
-                .partition(|w| replicas.durable_count(w.lsn) >= w.numreplicas);
-            self.waiters = waiting;
-            for w in ready {
-                let n = self.replicas.durable_count(w.lsn);
-                let _ = w.done.send(Reply::Integer(i64::from(n)));
-            }
-        }
-    }
-
-    fn on_wait(
-        &mut self,
-        numreplicas: u32,
-        lsn: Option<Lsn>,
-        timeout_ms: u64,
-        done: oneshot::Sender<Reply>,
-    ) {
-        let lsn = lsn.unwrap_or(self.applied);
-        let have = self.replicas.durable_count(lsn);
-        if have >= numreplicas {
-            let _ = done.send(Reply::Integer(i64::from(have)));
-            return;
-        }
-        let deadline_ms = if timeout_ms == 0 {
-            u64::MAX
-        } else {
-            now_ms().saturating_add(timeout_ms)
-        };
-        self.waiters.push(Waiter {
-            lsn,
-            numreplicas,
-            deadline_ms,
-            done,
-        });
     }
 
     /// Every tick: re-evaluate the in-sync set, start parked writes that now may, fail the
@@ -931,7 +730,7 @@ impl Node {
     /// the status.
     fn on_tick_replication(&mut self) {
         let now = now_ms();
-        for change in self.replicas.evaluate(now) {
+        for change in self.machine.tick(now, &mut self.out) {
             match change {
                 IsrChange::Joined { id } => info!(replica = %id, "replica joined the in-sync set"),
                 IsrChange::Left { id, lag_ms } => {
@@ -939,80 +738,8 @@ impl Node {
                 }
             }
         }
-        self.release();
-        self.start_parked(now);
-        for (lsn, held) in self.pending.expire(now) {
-            match held {
-                Held::Batch { done, reply } => {
-                    self.writes_failed_no_replicas += 1;
-                    let why = format!(
-                        "NOREPLICAS the write at {} was applied and made durable on the leader, but not on enough replicas within {} ms; it may not survive a failover",
-                        LogPosition { epoch: reply.wrote.map_or(self.epoch, |p| p.epoch), lsn },
-                        self.write_ack_timeout_ms
-                    );
-                    let n = reply.replies.len();
-                    let _ = done.send(BatchReply {
-                        replies: vec![Reply::error(why); n],
-                        pos: reply.pos,
-                        wrote: reply.wrote,
-                    });
-                }
-            }
-        }
-        if !self.waiters.is_empty() {
-            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-                .into_iter()
-                .partition(|w| w.deadline_ms <= now);
-            self.waiters = waiting;
-            for w in expired {
-                let n = self.replicas.durable_count(w.lsn);
-                let _ = w.done.send(Reply::Integer(i64::from(n)));
-            }
-        }
+        self.deliver();
         self.publish_replication(now);
-    }
-
-    fn start_parked(&mut self, now: u64) {
-        while let Some(front) = self.parked.front() {
-            if !self.is_leader() {
-                break;
-            }
-            if self.replicas.can_start(front.mode) {
-                if let Some(p) = self.parked.pop_front() {
-                    self.run_batch(&p.cmds, p.mode, p.done);
-                }
-            } else if front.deadline_ms <= now {
-                if let Some(p) = self.parked.pop_front() {
-                    self.writes_failed_no_replicas += 1;
-                    let n = p.cmds.len();
-                    let _ = p.done.send(BatchReply {
-                        replies: vec![
-                            Reply::error("NOREPLICAS Not enough good replicas to write.");
-                            n
-                        ],
-                        pos: self.last,
-                        wrote: None,
-                    });
-                }
-            } else {
-                break;
-            }
-        }
-        if !self.is_leader() {
-            for p in self.parked.drain(..) {
-                let n = p.cmds.len();
-                let _ = p.done.send(BatchReply {
-                    replies: vec![
-                        Reply::error(
-                            "READONLY You can't write against a read only replica."
-                        );
-                        n
-                    ],
-                    pos: self.last,
-                    wrote: None,
-                });
-            }
-        }
     }
 
     /// `REPLICAOF`: a leader that becomes a replica fails the writes still waiting (its log
@@ -1024,14 +751,11 @@ impl Node {
         match &upstream {
             Some(up) => {
                 info!(upstream = %up, "following a new upstream");
-                if self.is_leader() {
-                    self.fail_all_held(
-                        "ERR this node became a replica; the write was not acknowledged and may be lost",
-                    );
-                }
+                self.machine.become_replica();
+                self.deliver();
             }
             None => {
-                let epoch = Epoch(self.meta.epoch.max(self.epoch.0) + 1);
+                let epoch = Epoch(self.meta.epoch.max(self.machine.epoch().0) + 1);
                 if self.meta.history == 0 {
                     match meta::random_u64() {
                         Ok(h) => self.meta.history = h,
@@ -1044,11 +768,10 @@ impl Node {
                 if let Err(e) = meta::store(&self.data_dir, &self.meta) {
                     return Reply::error(format!("ERR {e}"));
                 }
-                self.epoch = epoch;
+                self.machine.become_leader(epoch);
                 info!(%epoch, "leading");
                 self.link_up = false;
                 self.upstream_id = None;
-                self.current_as_of_ms = None;
             }
         }
         self.upstream = upstream.clone();
@@ -1062,7 +785,7 @@ impl Node {
             self.meta.epoch = epoch.0;
             meta::store(&self.data_dir, &self.meta)?;
         }
-        self.epoch = self.epoch.max(epoch);
+        self.machine.raise_epoch(epoch);
         Ok(())
     }
 
@@ -1075,17 +798,8 @@ impl Node {
         records: Vec<PeerRecord>,
         leader_time_ms: Option<u64>,
     ) -> Result<(), String> {
-        if self.is_leader() {
-            return Err("this node leads; it takes no entries".into());
-        }
-        check_entries(
-            self.last,
-            self.epoch,
-            epoch,
-            prev,
-            records.iter().map(|r| r.pos),
-        )
-        .map_err(|e| e.to_string())?;
+        self.machine
+            .check_entries(epoch, prev, records.iter().map(|r| r.pos))?;
         let mut commands = Vec::with_capacity(records.len());
         for r in &records {
             let cmd = Command::decode_shared(&r.payload)
@@ -1093,20 +807,18 @@ impl Node {
             commands.push(cmd);
         }
         self.raise_epoch(epoch)?;
-        for (r, cmd) in records.into_iter().zip(&commands) {
-            self.store.apply(cmd);
-            self.applied = r.pos.lsn;
-            self.last = r.pos;
-            self.entries_since_snapshot += 1;
-            self.unsubmitted.push(LogRecord {
+        self.machine.apply_entries(
+            epoch,
+            records.iter().map(|r| r.pos).zip(&commands),
+            leader_time_ms,
+        );
+        self.out
+            .records
+            .extend(records.into_iter().map(|r| LogRecord {
                 pos: r.pos,
                 payload: r.payload,
-            });
-        }
+            }));
         self.last_upstream_io_ms = now_ms();
-        if let Some(t) = leader_time_ms {
-            self.current_as_of_ms = Some(self.current_as_of_ms.map_or(t, |c| c.max(t)));
-        }
         Ok(())
     }
 
@@ -1134,19 +846,16 @@ impl Node {
         self.meta.history = history;
         self.raise_epoch(pos.epoch)?;
         meta::store(&self.data_dir, &self.meta)?;
-        self.store = store;
-        self.applied = pos.lsn;
-        self.acked = pos.lsn;
-        self.last = pos;
+        let keys = store.stats().keys;
+        self.count();
+        self.machine.install_snapshot(store, pos);
+        self.deliver();
         self.entries_since_snapshot = 0;
         self.repl.feed.clear();
         self.feed_generation += 1;
-        self.replicas.reset_log(pos.lsn);
         Stats::set(&self.stats.last_snapshot_lsn, pos.lsn.0);
-        info!(at = %pos, keys = self.store.stats().keys, history = format!("{history:016x}"),
+        info!(at = %pos, keys, history = format!("{history:016x}"),
             "installed a snapshot from the upstream");
-        // Replies held on a replica are reads; the new state covers them.
-        self.release();
         self.publish_positions();
         Ok(())
     }
@@ -1162,13 +871,16 @@ impl Node {
         let started = std::time::Instant::now();
         let now = now_ms();
         loop {
-            let keys = self.store.expired_keys(now, EXPIRE_KEYS_PER_TICK_MAX);
+            let keys = self
+                .machine
+                .store()
+                .expired_keys(now, EXPIRE_KEYS_PER_TICK_MAX);
             let full = keys.len() == EXPIRE_KEYS_PER_TICK_MAX;
             if keys.is_empty() {
                 return;
             }
             Stats::add(&self.stats.expired_keys, keys.len() as u64);
-            self.append(&Command::Del { keys });
+            self.machine.write(&Command::Del { keys }, &mut self.out);
             if !full || started.elapsed() >= EXPIRE_TICK_BUDGET {
                 return;
             }
@@ -1176,12 +888,12 @@ impl Node {
     }
 
     fn publish(&self) {
-        let ks = self.store.stats();
+        let ks = self.machine.store().stats();
         Stats::set(&self.stats.keys, ks.keys);
         Stats::set(&self.stats.expires, ks.expires);
         Stats::set(&self.stats.dataset_bytes, ks.bytes);
-        Stats::set(&self.stats.applied_lsn, self.applied.0);
-        Stats::set(&self.stats.epoch, self.epoch.0);
+        Stats::set(&self.stats.applied_lsn, self.machine.applied().0);
+        Stats::set(&self.stats.epoch, self.machine.epoch().0);
         Stats::set(
             &self.stats.changes_since_last_save,
             self.entries_since_snapshot,
@@ -1194,16 +906,17 @@ impl Node {
     /// Publishes positions for reads that wait and for links.
     fn publish_positions(&self) {
         let leader = self.is_leader();
+        let m = &self.machine;
         let positions = Positions {
-            applied: self.last,
-            durable: self.acked,
+            applied: m.last(),
+            durable: m.durable(),
             current_as_of_ms: if leader {
                 Some(now_ms())
             } else {
-                self.current_as_of_ms
+                m.current_as_of_ms()
             },
             leader,
-            epoch: self.epoch,
+            epoch: m.epoch(),
         };
         self.repl.positions.send_if_modified(|p| {
             // The clock alone changing is not news.
@@ -1216,26 +929,27 @@ impl Node {
             changed
         });
         self.repl.feed.publish(FeedState {
-            last: self.last,
-            written: Lsn(Stats::get(&self.stats.written_lsn)).min(self.applied),
-            commit: self.acked,
-            epoch: self.epoch,
+            last: m.last(),
+            written: Lsn(Stats::get(&self.stats.written_lsn)).min(m.applied()),
+            commit: m.durable(),
+            epoch: m.epoch(),
             generation: self.feed_generation,
         });
     }
 
     /// Refreshes the status `INFO replication`, `ROLE` and the admin API show.
     fn publish_replication(&self, now: u64) {
-        let mut replicas: Vec<ReplicaView> = self
-            .replicas
+        let m = &self.machine;
+        let mut replicas: Vec<ReplicaView> = m
+            .replicas()
             .iter()
             .map(|r| ReplicaView {
                 id: r.id.clone(),
                 addr: r.addr.clone(),
                 durable: r.durable,
                 applied: r.applied,
-                lag_entries: self.replicas.lag_entries(r),
-                lag_ms: self.replicas.lag_ms(r, now),
+                lag_entries: m.replicas().lag_entries(r),
+                lag_ms: m.replicas().lag_ms(r, now),
                 connected: r.connected,
                 in_sync: r.in_sync,
                 via: None,
@@ -1248,7 +962,7 @@ impl Node {
                     addr: d.addr.clone(),
                     durable: d.durable,
                     applied: d.applied,
-                    lag_entries: self.applied.0.saturating_sub(d.durable.0),
+                    lag_entries: m.applied().0.saturating_sub(d.durable.0),
                     lag_ms: d.lag_ms,
                     connected: true,
                     in_sync: false,
@@ -1266,20 +980,20 @@ impl Node {
             link_up: self.link_up,
             last_upstream_io_ms: self.last_upstream_io_ms,
             syncing: self.syncing,
-            epoch: self.epoch,
+            epoch: m.epoch(),
             history: self.meta.history,
-            applied: self.last,
-            durable: self.acked,
-            commit: self.commit_lsn(self.default_ack),
-            staleness_ms: if self.is_leader() {
+            applied: m.last(),
+            durable: m.durable(),
+            commit: m.commit_lsn(m.config().default_ack),
+            staleness_ms: if m.is_leader() {
                 Some(0)
             } else {
-                self.current_as_of_ms.map(|t| now.saturating_sub(t))
+                m.current_as_of_ms().map(|t| now.saturating_sub(t))
             },
-            ack: Some(self.default_ack),
+            ack: Some(m.config().default_ack),
             replicas,
-            parked_writes: self.parked.len() as u64,
-            writes_failed_no_replicas: self.writes_failed_no_replicas,
+            parked_writes: m.parked_len() as u64,
+            writes_failed_no_replicas: m.stats().writes_failed_no_replicas,
         };
         if let Ok(mut s) = self.repl.status.lock() {
             *s = status;
@@ -1309,8 +1023,9 @@ impl Node {
     fn snapshot_now(&mut self) -> Result<LogPosition, String> {
         assert!(!self.snapshot_running, "one snapshot at a time");
         self.flush_records();
-        let pos = self.last;
-        let result = write_snapshot(&self.wal, &self.snapshot_dir, &self.store, pos);
+        self.count();
+        let pos = self.machine.last();
+        let result = write_snapshot(&self.wal, &self.snapshot_dir, self.machine.store(), pos);
         if result.is_ok() {
             self.entries_since_snapshot = 0;
         }
@@ -1324,8 +1039,9 @@ impl Node {
         // Records must reach the writer before the clone so that syncing the writer in the
         // snapshot task covers every entry the snapshot reflects.
         self.flush_records();
-        let pos = self.last;
-        let store = self.store.clone();
+        self.count();
+        let pos = self.machine.last();
+        let store = self.machine.store().clone();
         let wal = Arc::clone(&self.wal);
         let dir = self.snapshot_dir.clone();
         self.snapshot_running = true;

@@ -11,6 +11,9 @@
 //!   until their deadline.
 //! - [`follower`]: checks on `Entries` and heartbeats (fencing by epoch, continuity), and the
 //!   upstream's choice between streaming the log and sending a snapshot.
+//! - [`machine`]: [`Machine`], a node's replication state machine composed of the above: the
+//!   store, its log position and epoch, followers, held replies, parked writes and `WAIT`s.
+//!   The server's node task and the deterministic simulator both drive it.
 //! - [`session`]: consistency tokens and a client session's read requirements
 //!   (read-your-writes, monotonic reads, bounded staleness).
 //!
@@ -18,6 +21,7 @@
 
 pub mod ack;
 pub mod follower;
+pub mod machine;
 pub mod pending;
 pub mod replicas;
 pub mod session;
@@ -26,6 +30,8 @@ pub mod session;
 mod ack_test;
 #[cfg(test)]
 mod follower_test;
+#[cfg(test)]
+mod machine_test;
 #[cfg(test)]
 mod pending_test;
 #[cfg(test)]
@@ -39,6 +45,10 @@ mod session_test;
 
 pub use ack::{AckMode, AckModeError};
 pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
+pub use machine::{
+    Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, NOREPLICAS,
+    READONLY,
+};
 pub use pending::Pending;
 pub use replicas::{IsrChange, ReplicaProgress, Replicas};
 pub use session::{parse_token, ReadDecision, Session, TokenError};

@@ -1,0 +1,650 @@
+//! A node's replication state machine: the key-value state, its log position and epoch, the
+//! followers that replicate from it, and the replies held until their acknowledgement mode
+//! commits them.
+//!
+//! The server's node task and the deterministic simulator drive the same [`Machine`]: they
+//! turn requests, follower reports, durability reports and timer ticks into calls, append what
+//! it hands to their [`LogSink`] to their log, and deliver the [`Answer`]s it releases. Time
+//! comes in as milliseconds; nothing here does I/O.
+//!
+//! The rules it keeps:
+//! - a batch's replies are released only once the log covers every LSN they could reflect:
+//!   durable on this node (`async`), and on the replicas the batch's mode needs when it wrote;
+//! - a write in a mode that needs replicas starts only once enough are in sync, in order
+//!   behind the writes already waiting, and fails with `NOREPLICAS` after the timeout;
+//! - a replica takes no client writes, only entries its upstream sends that pass
+//!   [`check_entries`](super::check_entries).
+
+use super::ack::AckMode;
+use super::follower::{check_entries, EntriesRefusal};
+use super::pending::Pending;
+use super::replicas::{IsrChange, Replicas};
+use crate::command::Command;
+use crate::position::{Epoch, LogPosition, Lsn};
+use crate::reply::Reply;
+use crate::store::{Execution, Store};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// The error a replica gives a write.
+pub const READONLY: &str = "READONLY You can't write against a read only replica.";
+/// The error a write gets when too few replicas were in sync for its mode to start.
+pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+
+/// Where a [`Machine`] puts the entries it writes, in order. The server encodes them into its
+/// write-ahead log; the simulator into its simulated disk.
+pub trait LogSink {
+    /// Appends the entry at `pos`.
+    fn append(&mut self, pos: LogPosition, cmd: &Command);
+}
+
+/// The commit rule: the highest LSN `mode` considers committed, given the followers and the
+/// node's own durable LSN. [`Replicas::commit_lsn`] is the rule; tests replace it with broken
+/// ones to show the simulator catches them.
+pub type CommitRule = fn(&Replicas, AckMode, Lsn) -> Lsn;
+
+/// A batch's replies and the log position they reflect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchReply {
+    /// One reply per command, in order.
+    pub replies: Vec<Reply>,
+    /// The node's last position when the batch ran: a read-your-writes token covering it.
+    pub pos: LogPosition,
+    /// The last position the batch wrote, if it wrote.
+    pub wrote: Option<LogPosition>,
+}
+
+impl BatchReply {
+    fn failed(why: &str, n: usize, pos: LogPosition, wrote: Option<LogPosition>) -> BatchReply {
+        BatchReply {
+            replies: vec![Reply::error(why.to_string()); n],
+            pos,
+            wrote,
+        }
+    }
+}
+
+/// What the machine releases to a waiting client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A batch's replies.
+    Batch(BatchReply),
+    /// `WAIT`: the followers holding the awaited LSN durably.
+    Wait(u32),
+}
+
+/// Settings of a [`Machine`].
+#[derive(Clone, Copy, Debug)]
+pub struct MachineConfig {
+    /// The mode `status` reports commits under (the node's default).
+    pub default_ack: AckMode,
+    /// How long a write waits for replicas, to start and to be acknowledged.
+    pub write_ack_timeout_ms: u64,
+    /// Lag past which a follower leaves the in-sync set.
+    pub replica_lag_max_ms: u64,
+    /// Cluster size for `quorum` (leader included); 0 = the leader plus the known followers.
+    pub cluster_size: u32,
+    /// Largest encoded log command; bigger ones are refused before anything is applied.
+    pub payload_bytes_max: usize,
+    /// The commit rule.
+    pub commit_rule: CommitRule,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            default_ack: AckMode::Async,
+            write_ack_timeout_ms: 10_000,
+            replica_lag_max_ms: 5_000,
+            cluster_size: 0,
+            payload_bytes_max: usize::MAX,
+            commit_rule: Replicas::commit_lsn,
+        }
+    }
+}
+
+/// Counters a [`Machine`] keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineStats {
+    /// Commands run, reads and writes.
+    pub commands: u64,
+    /// Replies that were errors, from commands run.
+    pub error_replies: u64,
+    /// Writes failed with `NOREPLICAS`, before starting or after.
+    pub writes_failed_no_replicas: u64,
+    /// Entries appended or applied from the upstream, ever.
+    pub entries: u64,
+}
+
+#[derive(Debug)]
+struct Held<T> {
+    done: T,
+    reply: BatchReply,
+}
+
+#[derive(Debug)]
+struct Waiter<T> {
+    lsn: Lsn,
+    numreplicas: u32,
+    deadline_ms: u64,
+    done: T,
+}
+
+#[derive(Debug)]
+struct Parked<T> {
+    cmds: Vec<Vec<Bytes>>,
+    mode: AckMode,
+    deadline_ms: u64,
+    done: T,
+}
+
+/// A node's replication state machine; `T` identifies whoever waits for an answer (a reply
+/// channel in the server, a client id in the simulator).
+#[derive(Debug)]
+pub struct Machine<T> {
+    store: Store,
+    /// The epoch this node writes in (leader) or the highest it has seen (replica).
+    epoch: Epoch,
+    /// Last entry appended and applied.
+    last: LogPosition,
+    /// Last LSN durable in this node's own log.
+    durable: Lsn,
+    leader: bool,
+    pending: Pending<Held<T>>,
+    waiters: Vec<Waiter<T>>,
+    parked: VecDeque<Parked<T>>,
+    replicas: Replicas,
+    /// The leader's time up to which this replica is current.
+    current_as_of_ms: Option<u64>,
+    config: MachineConfig,
+    stats: MachineStats,
+    answers: Vec<(T, Answer)>,
+}
+
+impl<T> Machine<T> {
+    /// A machine holding `store`, whose log ends (durably) at `last`, writing in `epoch` when
+    /// it leads.
+    #[must_use]
+    pub fn new(
+        store: Store,
+        last: LogPosition,
+        epoch: Epoch,
+        leader: bool,
+        config: MachineConfig,
+    ) -> Machine<T> {
+        Machine {
+            store,
+            epoch,
+            last,
+            durable: last.lsn,
+            leader,
+            pending: Pending::default(),
+            waiters: Vec::new(),
+            parked: VecDeque::new(),
+            replicas: Replicas::new(last.lsn, config.replica_lag_max_ms, config.cluster_size),
+            current_as_of_ms: None,
+            config,
+            stats: MachineStats::default(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// The key-value state.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The epoch this node writes in, or the highest it has seen.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The last entry appended and applied.
+    #[must_use]
+    pub fn last(&self) -> LogPosition {
+        self.last
+    }
+
+    /// The last LSN appended and applied.
+    #[must_use]
+    pub fn applied(&self) -> Lsn {
+        self.last.lsn
+    }
+
+    /// The last LSN durable in this node's own log.
+    #[must_use]
+    pub fn durable(&self) -> Lsn {
+        self.durable
+    }
+
+    /// Whether this node leads (takes writes).
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// The followers that replicate from this node.
+    #[must_use]
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    /// The leader's time up to which this replica is current (`None` on a leader, or before
+    /// the first entry or heartbeat).
+    #[must_use]
+    pub fn current_as_of_ms(&self) -> Option<u64> {
+        self.current_as_of_ms
+    }
+
+    /// Writes waiting for enough in-sync replicas to start.
+    #[must_use]
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Replies held for their mode's commit.
+    #[must_use]
+    pub fn held_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> MachineStats {
+        self.stats
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// The highest LSN `mode` considers committed now.
+    #[must_use]
+    pub fn commit_lsn(&self, mode: AckMode) -> Lsn {
+        (self.config.commit_rule)(&self.replicas, mode, self.durable)
+    }
+
+    /// The answers released since the last call, in release order.
+    pub fn answers(&mut self) -> std::vec::Drain<'_, (T, Answer)> {
+        self.answers.drain(..)
+    }
+
+    /// Runs a client batch in `mode`. A batch that writes on a leader waits (parked) while its
+    /// mode has too few in-sync replicas; otherwise it runs now and its answer is released
+    /// once its mode commits everything it could reflect.
+    pub fn batch(
+        &mut self,
+        cmds: Vec<Vec<Bytes>>,
+        mode: AckMode,
+        now_ms: u64,
+        done: T,
+        log: &mut impl LogSink,
+    ) {
+        let writes = cmds.iter().any(|args| {
+            args.first()
+                .and_then(|n| Store::command_spec(n))
+                .is_some_and(|s| s.write)
+        });
+        // Writes in a mode that needs replicas start only once enough are in sync (and in
+        // order behind the ones already waiting); they fail after the timeout rather than run
+        // with less than the mode promises.
+        if writes && self.leader && (!self.parked.is_empty() || !self.replicas.can_start(mode)) {
+            self.parked.push_back(Parked {
+                cmds,
+                mode,
+                deadline_ms: now_ms.saturating_add(self.config.write_ack_timeout_ms),
+                done,
+            });
+            return;
+        }
+        self.run_batch(&cmds, mode, now_ms, done, log);
+    }
+
+    fn run_batch(
+        &mut self,
+        cmds: &[Vec<Bytes>],
+        mode: AckMode,
+        now_ms: u64,
+        done: T,
+        log: &mut impl LogSink,
+    ) {
+        let before = self.last.lsn;
+        let mut replies = Vec::with_capacity(cmds.len());
+        for args in cmds {
+            // A replica takes no writes, even one that would change nothing.
+            let refused = !self.leader
+                && args
+                    .first()
+                    .and_then(|n| Store::command_spec(n))
+                    .is_some_and(|s| s.write);
+            let reply = if refused {
+                Reply::error(READONLY)
+            } else {
+                match self.store.execute(args, now_ms) {
+                    Execution::Read(reply) => reply,
+                    // A replica answers reads from its state as it is, and leaves expired keys
+                    // for its leader's deletions to remove.
+                    Execution::Write { reply, .. } if !self.leader => reply,
+                    Execution::Write { commands, reply } => {
+                        // A record the log cannot hold would stop the node: refuse the command
+                        // before anything of it is applied.
+                        if commands
+                            .iter()
+                            .any(|c| c.encoded_len_bound() > self.config.payload_bytes_max)
+                        {
+                            Reply::error("ERR command too large for the write-ahead log")
+                        } else {
+                            for cmd in &commands {
+                                self.append(cmd, log);
+                            }
+                            reply
+                        }
+                    }
+                }
+            };
+            if matches!(reply, Reply::Error(_)) {
+                self.stats.error_replies += 1;
+            }
+            replies.push(reply);
+        }
+        self.stats.commands += cmds.len() as u64;
+        let wrote = (self.last.lsn > before).then_some(self.last);
+        let reply = BatchReply {
+            replies,
+            pos: self.last,
+            wrote,
+        };
+        // Every reply in the batch may reflect state up to `applied`: hold it until that is
+        // durable, so no client sees a write a crash could lose; a batch that wrote also
+        // waits for what its mode needs from the replicas.
+        let mode = mode.for_batch(wrote.is_some());
+        if self.last.lsn <= self.commit_lsn(mode) {
+            self.answers.push((done, Answer::Batch(reply)));
+        } else {
+            let deadline = mode.deadline_ms(now_ms, self.config.write_ack_timeout_ms);
+            self.pending
+                .hold(mode, self.last.lsn, deadline, Held { done, reply });
+        }
+    }
+
+    /// Appends and applies `cmd` as the leader's next entry.
+    fn append(&mut self, cmd: &Command, log: &mut impl LogSink) {
+        let pos = LogPosition {
+            epoch: self.epoch,
+            lsn: self.last.lsn.next(),
+        };
+        log.append(pos, cmd);
+        self.store.apply(cmd);
+        self.last = pos;
+        self.stats.entries += 1;
+    }
+
+    /// Writes `cmd` on the leader's own account (active expiry), through the log like any
+    /// write. Returns `false`, writing nothing, on a replica.
+    pub fn write(&mut self, cmd: &Command, log: &mut impl LogSink) -> bool {
+        if !self.leader {
+            return false;
+        }
+        self.append(cmd, log);
+        true
+    }
+
+    /// The entries handed to the log so far have reached the followers' feed at `now_ms`:
+    /// lag is measured from here.
+    pub fn note_shipped(&mut self, now_ms: u64) {
+        self.replicas.on_append(self.last.lsn, now_ms);
+    }
+
+    /// This node's own log is durable up to `lsn` (capped at what is applied: a report from
+    /// before a log reset may be past it). Releases what that commits.
+    pub fn log_durable(&mut self, lsn: Lsn) {
+        self.durable = self.durable.max(lsn).min(self.last.lsn);
+        self.release();
+    }
+
+    /// A follower connected and will be sent the entries after `from`.
+    pub fn follower_up(&mut self, id: &str, addr: &str, from: Lsn, now_ms: u64) {
+        self.replicas.connect(id, addr, now_ms);
+        self.replicas.reset_replica(id, from);
+    }
+
+    /// A follower reported its durable and applied LSNs. Releases what that commits.
+    pub fn follower_ack(&mut self, id: &str, durable: Lsn, applied: Lsn, now_ms: u64) {
+        self.replicas.on_ack(id, durable, applied, now_ms);
+        self.release();
+    }
+
+    /// A follower's link went down.
+    pub fn follower_down(&mut self, id: &str, now_ms: u64) {
+        self.replicas.disconnect(id, now_ms);
+    }
+
+    /// `WAIT numreplicas timeout`: answered once that many followers hold `lsn` (default: the
+    /// last applied) durably, or at the timeout (0: none) with how many do.
+    pub fn wait(
+        &mut self,
+        numreplicas: u32,
+        lsn: Option<Lsn>,
+        timeout_ms: u64,
+        now_ms: u64,
+        done: T,
+    ) {
+        let lsn = lsn.unwrap_or(self.last.lsn);
+        let have = self.replicas.durable_count(lsn);
+        if have >= numreplicas {
+            self.answers.push((done, Answer::Wait(have)));
+            return;
+        }
+        let deadline_ms = if timeout_ms == 0 {
+            u64::MAX
+        } else {
+            now_ms.saturating_add(timeout_ms)
+        };
+        self.waiters.push(Waiter {
+            lsn,
+            numreplicas,
+            deadline_ms,
+            done,
+        });
+    }
+
+    /// Releases what the commit rules now allow, and answers the `WAIT`s that are satisfied.
+    fn release(&mut self) {
+        self.replicas.note_sync_commit(self.durable);
+        let durable = self.durable;
+        let replicas = &self.replicas;
+        let rule = self.config.commit_rule;
+        for held in self.pending.release(|mode| rule(replicas, mode, durable)) {
+            self.answers.push((held.done, Answer::Batch(held.reply)));
+        }
+        if !self.waiters.is_empty() {
+            let replicas = &self.replicas;
+            let (ready, waiting): (Vec<Waiter<T>>, Vec<Waiter<T>>) =
+                std::mem::take(&mut self.waiters)
+                    .into_iter()
+                    .partition(|w| replicas.durable_count(w.lsn) >= w.numreplicas);
+            self.waiters = waiting;
+            for w in ready {
+                let n = self.replicas.durable_count(w.lsn);
+                self.answers.push((w.done, Answer::Wait(n)));
+            }
+        }
+    }
+
+    /// The periodic tick: re-evaluates the in-sync set, starts parked writes that now may,
+    /// fails the ones and the held replies past their deadline, and answers timed-out
+    /// `WAIT`s. Returns the in-sync set's changes.
+    pub fn tick(&mut self, now_ms: u64, log: &mut impl LogSink) -> Vec<IsrChange> {
+        let changes = self.replicas.evaluate(now_ms);
+        self.release();
+        self.start_parked(now_ms, log);
+        for (lsn, held) in self.pending.expire(now_ms) {
+            self.stats.writes_failed_no_replicas += 1;
+            let reply = held.reply;
+            let why = format!(
+                "NOREPLICAS the write at {} was applied and made durable on the leader, but not on enough replicas within {} ms; it may not survive a failover",
+                LogPosition { epoch: reply.wrote.map_or(self.epoch, |p| p.epoch), lsn },
+                self.config.write_ack_timeout_ms
+            );
+            let n = reply.replies.len();
+            self.answers.push((
+                held.done,
+                Answer::Batch(BatchReply::failed(&why, n, reply.pos, reply.wrote)),
+            ));
+        }
+        if !self.waiters.is_empty() {
+            let (expired, waiting): (Vec<Waiter<T>>, Vec<Waiter<T>>) =
+                std::mem::take(&mut self.waiters)
+                    .into_iter()
+                    .partition(|w| w.deadline_ms <= now_ms);
+            self.waiters = waiting;
+            for w in expired {
+                let n = self.replicas.durable_count(w.lsn);
+                self.answers.push((w.done, Answer::Wait(n)));
+            }
+        }
+        changes
+    }
+
+    fn start_parked(&mut self, now_ms: u64, log: &mut impl LogSink) {
+        while let Some(front) = self.parked.front() {
+            if !self.leader {
+                break;
+            }
+            if self.replicas.can_start(front.mode) {
+                if let Some(p) = self.parked.pop_front() {
+                    self.run_batch(&p.cmds, p.mode, now_ms, p.done, log);
+                }
+            } else if front.deadline_ms <= now_ms {
+                if let Some(p) = self.parked.pop_front() {
+                    self.stats.writes_failed_no_replicas += 1;
+                    let reply = BatchReply::failed(NOREPLICAS, p.cmds.len(), self.last, None);
+                    self.answers.push((p.done, Answer::Batch(reply)));
+                }
+            } else {
+                break;
+            }
+        }
+        if !self.leader {
+            for p in self.parked.drain(..) {
+                let reply = BatchReply::failed(READONLY, p.cmds.len(), self.last, None);
+                self.answers.push((p.done, Answer::Batch(reply)));
+            }
+        }
+    }
+
+    /// Fails every held reply and waiting write with `why`.
+    pub fn fail_all(&mut self, why: &str) {
+        for (_, held) in self.pending.drain() {
+            let n = held.reply.replies.len();
+            let reply = BatchReply::failed(why, n, held.reply.pos, held.reply.wrote);
+            self.answers.push((held.done, Answer::Batch(reply)));
+        }
+        for p in self.parked.drain(..) {
+            let reply = BatchReply::failed(why, p.cmds.len(), self.last, None);
+            self.answers.push((p.done, Answer::Batch(reply)));
+        }
+    }
+
+    /// This node stops leading: the writes still waiting fail (its log may be replaced).
+    pub fn become_replica(&mut self) {
+        if self.leader {
+            self.fail_all(
+                "ERR this node became a replica; the write was not acknowledged and may be lost",
+            );
+        }
+        self.leader = false;
+    }
+
+    /// This node leads from now on, writing in `epoch` (higher than any it has seen).
+    pub fn become_leader(&mut self, epoch: Epoch) {
+        self.leader = true;
+        self.epoch = self.epoch.max(epoch);
+        self.current_as_of_ms = None;
+    }
+
+    /// Records an epoch seen from the upstream (fencing: lower ones are refused from now on).
+    pub fn raise_epoch(&mut self, epoch: Epoch) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// Checks an `Entries` batch from the upstream before anything of it is applied: see
+    /// [`check_entries`]. A leader takes none.
+    ///
+    /// # Errors
+    /// Why the batch is refused.
+    pub fn check_entries(
+        &self,
+        epoch: Epoch,
+        prev: LogPosition,
+        positions: impl IntoIterator<Item = LogPosition>,
+    ) -> Result<(), String> {
+        if self.leader {
+            return Err("this node leads; it takes no entries".into());
+        }
+        check_entries(self.last, self.epoch, epoch, prev, positions)
+            .map_err(|e: EntriesRefusal| e.to_string())
+    }
+
+    /// Applies entries from the upstream that [`Machine::check_entries`] accepted, sent in
+    /// `epoch`; `leader_time_ms` is the leader's clock when it sent them.
+    pub fn apply_entries<'a>(
+        &mut self,
+        epoch: Epoch,
+        entries: impl IntoIterator<Item = (LogPosition, &'a Command)>,
+        leader_time_ms: Option<u64>,
+    ) {
+        self.raise_epoch(epoch);
+        for (pos, cmd) in entries {
+            debug_assert_eq!(pos.lsn, self.last.lsn.next(), "entries continue the log");
+            self.store.apply(cmd);
+            self.last = pos;
+            self.stats.entries += 1;
+        }
+        self.note_upstream_time(leader_time_ms);
+    }
+
+    /// A heartbeat or entries from the upstream carried the leader's clock.
+    pub fn note_upstream_time(&mut self, leader_time_ms: Option<u64>) {
+        if let Some(t) = leader_time_ms {
+            self.current_as_of_ms = Some(self.current_as_of_ms.map_or(t, |c| c.max(t)));
+        }
+    }
+
+    /// Replaces the state with a snapshot from the upstream, consistent at `pos`; the log now
+    /// continues after `pos`, which is durable (the caller made it so).
+    pub fn install_snapshot(&mut self, store: Store, pos: LogPosition) {
+        self.raise_epoch(pos.epoch);
+        self.store = store;
+        self.last = pos;
+        self.durable = pos.lsn;
+        self.replicas.reset_log(pos.lsn);
+        // Replies held on a replica are reads; the new state covers them.
+        self.release();
+    }
+
+    /// Asserts the machine's invariants: nothing durable past what is applied, and nothing
+    /// held under `async` that is already covered.
+    ///
+    /// # Panics
+    /// When one is broken: a bug.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.durable <= self.last.lsn,
+            "durable {} <= applied {}",
+            self.durable,
+            self.last.lsn
+        );
+        if let Some(front) = self.pending.first_lsn(AckMode::Async) {
+            assert!(
+                front > self.durable,
+                "held {front} is past durable {}",
+                self.durable
+            );
+        }
+    }
+}

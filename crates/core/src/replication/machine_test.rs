@@ -1,0 +1,432 @@
+//! Tests for [`Machine`]: replies wait for their mode's commit, writes wait for enough in-sync
+//! replicas and fail with `NOREPLICAS` when none come, replicas refuse writes and take only
+//! entries that continue their log, `WAIT` counts durable followers, and a replaced commit
+//! rule is the one used.
+
+use super::ack::AckMode;
+use super::machine::{Answer, BatchReply, LogSink, Machine, MachineConfig, NOREPLICAS, READONLY};
+use super::replicas::Replicas;
+use crate::command::{Command, Expiry};
+use crate::position::{Epoch, LogPosition, Lsn};
+use crate::reply::Reply;
+use crate::store::Store;
+use bytes::Bytes;
+
+const E1: Epoch = Epoch(1);
+const ZERO: LogPosition = LogPosition {
+    epoch: Epoch(0),
+    lsn: Lsn(0),
+};
+const TIMEOUT: u64 = 1_000;
+
+/// A log that keeps what it is given.
+#[derive(Default)]
+struct Log(Vec<(LogPosition, Command)>);
+
+impl LogSink for Log {
+    fn append(&mut self, pos: LogPosition, cmd: &Command) {
+        self.0.push((pos, cmd.clone()));
+    }
+}
+
+fn pos(epoch: u64, lsn: u64) -> LogPosition {
+    LogPosition {
+        epoch: Epoch(epoch),
+        lsn: Lsn(lsn),
+    }
+}
+
+fn args(words: &[&str]) -> Vec<Bytes> {
+    words.iter().map(|w| Bytes::from(w.to_string())).collect()
+}
+
+fn config() -> MachineConfig {
+    MachineConfig {
+        write_ack_timeout_ms: TIMEOUT,
+        replica_lag_max_ms: 500,
+        ..MachineConfig::default()
+    }
+}
+
+fn leader() -> Machine<u32> {
+    Machine::new(Store::new(), ZERO, E1, true, config())
+}
+
+fn replica() -> Machine<u32> {
+    Machine::new(Store::new(), ZERO, E1, false, config())
+}
+
+fn answers(m: &mut Machine<u32>) -> Vec<(u32, Answer)> {
+    m.answers().collect()
+}
+
+fn batch(
+    id: u32,
+    replies: Vec<Reply>,
+    pos: LogPosition,
+    wrote: Option<LogPosition>,
+) -> (u32, Answer) {
+    (
+        id,
+        Answer::Batch(BatchReply {
+            replies,
+            pos,
+            wrote,
+        }),
+    )
+}
+
+/// A leader with one follower `r1` that has everything and is in the in-sync set.
+fn leader_with_in_sync_follower(now: u64) -> Machine<u32> {
+    let mut m = leader();
+    m.follower_up("r1", "127.0.0.1:7001", Lsn::ZERO, now);
+    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, now);
+    let mut log = Log::default();
+    m.tick(now, &mut log);
+    assert!(m.replicas().get("r1").is_some_and(|r| r.in_sync));
+    m
+}
+
+#[test]
+fn an_async_write_is_answered_once_the_leader_log_is_durable() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Async,
+        10,
+        1,
+        &mut log,
+    );
+    assert_eq!(log.0.len(), 1, "the write went to the log");
+    assert_eq!(log.0[0].0, pos(1, 1));
+    assert!(answers(&mut m).is_empty(), "held until durable");
+    assert_eq!(m.held_len(), 1);
+    m.log_durable(Lsn(1));
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1)))]
+    );
+    m.check_invariants();
+}
+
+#[test]
+fn a_read_of_durable_state_is_answered_at_once() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 10, 7, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(7, vec![Reply::Nil], ZERO, None)]
+    );
+    assert!(log.0.is_empty());
+}
+
+#[test]
+fn a_sync_write_without_in_sync_replicas_waits_then_fails_having_changed_nothing() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    assert_eq!(m.parked_len(), 1);
+    assert!(log.0.is_empty(), "a parked write is not run");
+    m.tick(10 + TIMEOUT - 1, &mut log);
+    assert!(answers(&mut m).is_empty(), "still waiting");
+    m.tick(10 + TIMEOUT, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(1, vec![Reply::error(NOREPLICAS)], ZERO, None)]
+    );
+    assert!(log.0.is_empty());
+    assert_eq!(m.applied(), Lsn::ZERO);
+    assert_eq!(m.stats().writes_failed_no_replicas, 1);
+}
+
+#[test]
+fn a_parked_write_starts_when_a_replica_joins() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.follower_up("r1", "a", Lsn::ZERO, 20);
+    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, 20);
+    m.tick(30, &mut log);
+    assert_eq!(m.parked_len(), 0);
+    assert_eq!(log.0.len(), 1, "started");
+    m.log_durable(Lsn(1));
+    assert!(answers(&mut m).is_empty(), "waits for the replica");
+    m.follower_ack("r1", Lsn(1), Lsn(1), 31);
+    assert_eq!(answers(&mut m).len(), 1);
+}
+
+#[test]
+fn a_sync_write_is_answered_only_once_the_in_sync_replica_has_it_durably() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.follower_ack("r1", Lsn::ZERO, Lsn(1), 11);
+    assert!(answers(&mut m).is_empty(), "applied is not durable");
+    m.follower_ack("r1", Lsn(1), Lsn(1), 12);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1)))]
+    );
+}
+
+#[test]
+fn a_held_write_past_its_deadline_fails_saying_it_was_applied() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.tick(10 + TIMEOUT, &mut log);
+    let got = answers(&mut m);
+    assert_eq!(got.len(), 1);
+    let Answer::Batch(reply) = &got[0].1 else {
+        panic!("a batch answer");
+    };
+    let Reply::Error(text) = &reply.replies[0] else {
+        panic!("an error");
+    };
+    assert!(
+        text.starts_with("NOREPLICAS the write at 1:1 was applied"),
+        "{text}"
+    );
+    assert_eq!(reply.wrote, Some(pos(1, 1)));
+    assert_eq!(m.applied(), Lsn(1), "the write stays applied");
+}
+
+#[test]
+fn a_replica_refuses_writes_and_serves_reads() {
+    let mut m = replica();
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"]), args(&["GET", "k"])],
+        AckMode::Async,
+        10,
+        1,
+        &mut log,
+    );
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(
+            1,
+            vec![Reply::error(READONLY), Reply::Nil],
+            ZERO,
+            None
+        )]
+    );
+    assert!(log.0.is_empty());
+    assert_eq!(m.stats().error_replies, 1);
+    assert_eq!(m.stats().commands, 2);
+    assert!(!m.write(&Command::Del { keys: vec![] }, &mut log));
+}
+
+#[test]
+fn a_replica_takes_entries_that_continue_its_log_and_refuses_stale_epochs() {
+    let mut m = replica();
+    let set = Command::Set {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        expiry: Expiry::Clear,
+    };
+    assert!(m.check_entries(Epoch(2), pos(0, 0), [pos(2, 1)]).is_ok());
+    m.apply_entries(Epoch(2), [(pos(2, 1), &set)], Some(500));
+    assert_eq!(m.last(), pos(2, 1));
+    assert_eq!(m.epoch(), Epoch(2));
+    assert_eq!(m.current_as_of_ms(), Some(500));
+    let stale = m.check_entries(Epoch(1), pos(2, 1), [pos(1, 2)]);
+    assert!(stale.is_err_and(|e| e.contains("stale epoch")));
+    let gap = m.check_entries(Epoch(2), pos(2, 2), [pos(2, 3)]);
+    assert!(gap.is_err_and(|e| e.contains("do not continue")));
+    let mut log = Log::default();
+    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 10, 1, &mut log);
+    assert!(
+        answers(&mut m).is_empty(),
+        "the read waits until what it saw is durable"
+    );
+    m.log_durable(Lsn(1));
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(1, vec![Reply::Bulk("v".into())], pos(2, 1), None)]
+    );
+}
+
+#[test]
+fn a_leader_takes_no_entries() {
+    let m = leader();
+    assert!(m
+        .check_entries(E1, ZERO, [pos(1, 1)])
+        .is_err_and(|e| e.contains("leads")));
+}
+
+#[test]
+fn wait_counts_followers_holding_the_lsn_durably() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Async,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    answers(&mut m);
+    m.wait(1, None, 100, 10, 2);
+    assert!(answers(&mut m).is_empty());
+    m.follower_ack("r1", Lsn(1), Lsn(1), 20);
+    assert_eq!(answers(&mut m), vec![(2, Answer::Wait(1))]);
+    m.wait(2, Some(Lsn(1)), 100, 30, 3);
+    m.tick(129, &mut log);
+    assert!(answers(&mut m).is_empty());
+    m.tick(130, &mut log);
+    assert_eq!(answers(&mut m), vec![(3, Answer::Wait(1))]);
+}
+
+#[test]
+fn becoming_a_replica_fails_the_writes_still_waiting() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.batch(
+        vec![args(&["SET", "k", "w"])],
+        AckMode::Sync,
+        10,
+        2,
+        &mut log,
+    );
+    m.become_replica();
+    let got = answers(&mut m);
+    assert_eq!(got.len(), 2);
+    for (_, a) in got {
+        let Answer::Batch(r) = a else {
+            panic!("a batch answer")
+        };
+        assert!(matches!(&r.replies[0], Reply::Error(e) if e.contains("became a replica")));
+    }
+    assert!(!m.is_leader());
+    m.become_leader(Epoch(5));
+    assert!(m.is_leader());
+    assert_eq!(m.epoch(), Epoch(5));
+}
+
+#[test]
+fn a_snapshot_replaces_the_state_and_releases_held_reads() {
+    let mut m = replica();
+    let mut store = Store::new();
+    store.apply(&Command::Set {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"s"),
+        expiry: Expiry::Clear,
+    });
+    m.install_snapshot(store, pos(3, 40));
+    assert_eq!(m.last(), pos(3, 40));
+    assert_eq!(m.durable(), Lsn(40));
+    assert_eq!(m.epoch(), Epoch(3));
+    let mut log = Log::default();
+    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 10, 1, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(1, vec![Reply::Bulk("s".into())], pos(3, 40), None)]
+    );
+}
+
+#[test]
+fn a_command_too_large_for_the_log_is_refused_before_it_is_applied() {
+    let mut m: Machine<u32> = Machine::new(
+        Store::new(),
+        ZERO,
+        E1,
+        true,
+        MachineConfig {
+            payload_bytes_max: 64,
+            ..config()
+        },
+    );
+    let mut log = Log::default();
+    let big = "x".repeat(100);
+    m.batch(
+        vec![args(&["SET", "k", &big])],
+        AckMode::Async,
+        10,
+        1,
+        &mut log,
+    );
+    let got = answers(&mut m);
+    assert!(
+        matches!(&got[0].1, Answer::Batch(r) if matches!(&r.replies[0], Reply::Error(e) if e.contains("too large")))
+    );
+    assert!(log.0.is_empty());
+    assert_eq!(m.applied(), Lsn::ZERO);
+}
+
+/// Acknowledges `sync` on the leader's own durability: the bug the simulator must catch.
+fn sync_without_replicas(r: &Replicas, mode: AckMode, own: Lsn) -> Lsn {
+    if mode == AckMode::Sync {
+        own
+    } else {
+        r.commit_lsn(mode, own)
+    }
+}
+
+#[test]
+fn the_configured_commit_rule_is_the_one_used() {
+    let mut m: Machine<u32> = Machine::new(
+        Store::new(),
+        ZERO,
+        E1,
+        true,
+        MachineConfig {
+            commit_rule: sync_without_replicas,
+            ..config()
+        },
+    );
+    m.follower_up("r1", "a", Lsn::ZERO, 0);
+    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, 0);
+    let mut log = Log::default();
+    m.tick(0, &mut log);
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    assert_eq!(
+        answers(&mut m).len(),
+        1,
+        "the broken rule answers without the replica"
+    );
+    assert_eq!(m.commit_lsn(AckMode::Sync), Lsn(1));
+}
