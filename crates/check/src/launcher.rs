@@ -6,6 +6,14 @@
 //! Every child runs in its own process group (Ctrl-C reaches the checker only, which then stops
 //! the nodes itself) and is killed if the [`LocalCluster`] is dropped without being stopped.
 //! Each node's output goes to `node<i>.log` in the run's folder; restarts append to it.
+//!
+//! With [`Network::Namespaces`] (root on Linux), each node runs in its own network namespace
+//! instead (`ip netns exec`), at `10.77.S.(i+1)` on a bridge in a further "switch" namespace,
+//! with the same ports; a veth from the checker's namespace into the bridge at `10.77.S.254`
+//! lets the checker's clients reach the nodes. A partition takes the node's port on the bridge
+//! down ([`LocalCluster::cut`]), which cuts it off from peers and clients alike. The nodes
+//! share a per-run cluster secret, as they are no longer on loopback. [`Netns`] creates this
+//! and removes all of it when dropped.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
@@ -31,8 +39,17 @@ pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between readiness probes.
 const PING_INTERVAL: Duration = Duration::from_millis(50);
-/// The only address the cluster uses.
+/// The address of every node with [`Network::Loopback`].
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// With [`Network::Namespaces`], run `S` uses the addresses `10.77.S.0/24` and no others.
+pub const NETNS_NET: [u8; 2] = [10, 77];
+/// The checker's own address in a run's `/24`, last byte.
+pub const NETNS_HOST_BYTE: u8 = 254;
+/// Bound on one `ip` command.
+pub const IP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every name this harness gives a namespace or a link in the checker's namespace starts with
+/// this, then the checker's process id.
+pub const NETNS_PREFIX: &str = "rkc";
 /// Node settings the checker chooses unless the extra flags set them: a replica that lags by
 /// more than a second leaves the in-sync set, and a write gives up waiting for replicas after
 /// 1.5 s, so that faults of a few seconds produce answers within the client's timeout rather
@@ -58,12 +75,53 @@ pub struct LaunchPlan {
     pub ack: String,
     /// `--fsync` of every node.
     pub fsync: String,
-    /// Start the nodes with `--fault-injection` and `REPLIKV_I_AM_TESTING=1` (partitions).
+    /// Start the nodes with `--fault-injection` and `REPLIKV_I_AM_TESTING=1` (faults through
+    /// the hook).
     pub fault_injection: bool,
+    /// Where the nodes listen.
+    pub network: Network,
     /// Folder of the run: node logs go here, data directories under `data/`.
     pub dir: PathBuf,
     /// Further `replikv serve` flags for every node.
     pub extra: Vec<String>,
+}
+
+/// Where the nodes listen, and so how partitions are made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Every node on 127.0.0.1 in the checker's network namespace.
+    Loopback,
+    /// One network namespace per node, on a bridge: node `i` at `10.77.<subnet>.(i+1)`.
+    Namespaces {
+        /// The third byte of the run's `/24`.
+        subnet: u8,
+        /// Start of every namespace and link name of the run ([`NETNS_PREFIX`] and the pid).
+        prefix: String,
+        /// Cluster secret of the nodes (peer links are no longer on loopback).
+        secret: String,
+    },
+}
+
+impl Network {
+    /// The address of node `i` (`i` below [`NODES_MAX`]).
+    #[must_use]
+    pub fn host(&self, i: u8) -> Ipv4Addr {
+        match self {
+            Network::Loopback => LOOPBACK,
+            Network::Namespaces { subnet, .. } => {
+                Ipv4Addr::new(NETNS_NET[0], NETNS_NET[1], *subnet, i + 1)
+            }
+        }
+    }
+
+    /// The namespace of node `i`, if any.
+    #[must_use]
+    pub fn node_netns(&self, i: u8) -> Option<String> {
+        match self {
+            Network::Loopback => None,
+            Network::Namespaces { prefix, .. } => Some(format!("{prefix}-n{i}")),
+        }
+    }
 }
 
 /// One node of the cluster.
@@ -71,6 +129,10 @@ pub struct LaunchPlan {
 pub struct NodeSpec {
     /// `node<i>`, also its node id.
     pub name: String,
+    /// The address it listens on.
+    pub host: Ipv4Addr,
+    /// Its network namespace ([`Network::Namespaces`]).
+    pub netns: Option<String>,
     /// Client port.
     pub port: u16,
     /// Admin HTTP port.
@@ -79,21 +141,21 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Where its output goes.
     pub log: PathBuf,
-    /// The leader's client port on a replica.
-    pub upstream_port: Option<u16>,
+    /// The leader's client address on a replica.
+    pub upstream: Option<(Ipv4Addr, u16)>,
 }
 
 impl NodeSpec {
     /// Its client address, as recorded in the history.
     #[must_use]
     pub fn addr(&self) -> String {
-        format!("{LOOPBACK}:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Its admin address.
     #[must_use]
     pub fn admin_addr(&self) -> String {
-        format!("{LOOPBACK}:{}", self.admin_port)
+        format!("{}:{}", self.host, self.admin_port)
     }
 }
 
@@ -139,6 +201,9 @@ pub enum LaunchError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The network namespaces could not be set up.
+    #[error("cannot set up the network namespaces: {0}")]
+    Netns(#[from] NetError),
     /// A node did not answer PING in time or exited while starting.
     #[error("{node} did not start ({why}); the end of its log:\n{log_tail}")]
     NotReady {
@@ -159,6 +224,9 @@ pub struct LocalCluster {
     argvs: Vec<Vec<OsString>>,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Declared after `children`, so that dropping the cluster kills the nodes before it
+    /// removes their namespaces.
+    netns: Option<Netns>,
 }
 
 /// The nodes of the cluster, checked to fit the port range.
@@ -182,11 +250,13 @@ pub fn plan_nodes(plan: &LaunchPlan) -> Result<Vec<NodeSpec>, LaunchError> {
             let port = plan.base_port + u16::from(i);
             NodeSpec {
                 name: format!("node{i}"),
+                host: plan.network.host(i),
+                netns: plan.network.node_netns(i),
                 port,
                 admin_port: port + ADMIN_PORT_OFFSET,
                 data_dir: plan.dir.join("data").join(format!("node{i}")),
                 log: plan.dir.join(format!("node{i}.log")),
-                upstream_port: (i > 0).then_some(plan.base_port),
+                upstream: (i > 0).then(|| (plan.network.host(0), plan.base_port)),
             }
         })
         .collect();
@@ -198,7 +268,7 @@ pub fn plan_nodes(plan: &LaunchPlan) -> Result<Vec<NodeSpec>, LaunchError> {
 pub fn node_args(plan: &LaunchPlan, spec: &NodeSpec) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         "--bind".into(),
-        LOOPBACK.to_string().into(),
+        spec.host.to_string().into(),
         "--port".into(),
         spec.port.to_string().into(),
         "--admin-port".into(),
@@ -214,9 +284,9 @@ pub fn node_args(plan: &LaunchPlan, spec: &NodeSpec) -> Vec<OsString> {
         "--fsync".into(),
         plan.fsync.clone().into(),
     ];
-    if let Some(port) = spec.upstream_port {
+    if let Some((host, port)) = spec.upstream {
         argv.push("--replicaof".into());
-        argv.push(format!("{LOOPBACK}:{port}").into());
+        argv.push(format!("{host}:{port}").into());
     }
     if plan.fault_injection {
         argv.push("--fault-injection".into());
@@ -243,8 +313,20 @@ impl LocalCluster {
     /// not become ready (every started node is then killed).
     pub async fn start(plan: LaunchPlan) -> Result<LocalCluster, LaunchError> {
         let specs = plan_nodes(&plan)?;
+        let netns = match &plan.network {
+            Network::Loopback => None,
+            Network::Namespaces { subnet, prefix, .. } => {
+                Some(Netns::create(prefix, *subnet, plan.nodes)?)
+            }
+        };
         for spec in &specs {
-            for (port, role) in [(spec.port, "client"), (spec.admin_port, "admin")] {
+            // Fresh namespaces have every port free.
+            let ports = if spec.netns.is_none() {
+                vec![(spec.port, "client"), (spec.admin_port, "admin")]
+            } else {
+                Vec::new()
+            };
+            for (port, role) in ports {
                 // Bound and released at once: a race with another program remains, and then
                 // the node fails to listen and the start fails with its log.
                 TcpListener::bind((LOOPBACK, port))
@@ -269,6 +351,7 @@ impl LocalCluster {
             argvs,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
+            netns,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -308,7 +391,14 @@ impl LocalCluster {
             .open(&spec.log)
             .map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
-        let mut command = Command::new(&self.plan.exe);
+        let mut command = match &spec.netns {
+            Some(ns) => {
+                let mut c = Command::new(IP);
+                c.args(["netns", "exec", ns.as_str()]).arg(&self.plan.exe);
+                c
+            }
+            None => Command::new(&self.plan.exe),
+        };
         command
             .arg("serve")
             .args(&self.argvs[i])
@@ -327,6 +417,10 @@ impl LocalCluster {
         if self.plan.fault_injection {
             command.env("REPLIKV_I_AM_TESTING", "1");
         }
+        if let Network::Namespaces { secret, .. } = &self.plan.network {
+            // In the environment rather than on the command line the report shows.
+            command.env("REPLIKV_CLUSTER_SECRET", secret);
+        }
         let child = command.spawn().map_err(spawn_error)?;
         self.children[i] = Some(child);
         self.paused[i] = false;
@@ -334,9 +428,9 @@ impl LocalCluster {
     }
 
     async fn wait_ready(&mut self, i: usize, deadline: Instant) -> Result<(), LaunchError> {
-        let port = self.specs[i].port;
+        let addr = (self.specs[i].host, self.specs[i].port);
         loop {
-            if ping(port).await {
+            if ping(addr).await {
                 return Ok(());
             }
             let exited = match self.children[i].as_mut() {
@@ -362,6 +456,40 @@ impl LocalCluster {
             why,
             log_tail: log_tail(&self.specs[i].log, 20),
         }
+    }
+
+    /// Whether the nodes run in network namespaces (partitions by [`LocalCluster::cut`]).
+    #[must_use]
+    pub fn uses_namespaces(&self) -> bool {
+        self.netns.is_some()
+    }
+
+    /// Takes node `i`'s port on the bridge down: it reaches nobody and nobody reaches it.
+    ///
+    /// # Errors
+    /// No namespaces, or `ip` failed.
+    pub fn cut(&self, i: usize) -> Result<(), NetError> {
+        match &self.netns {
+            Some(ns) => ns.set_port(i, false),
+            None => Err(NetError::NoNamespaces),
+        }
+    }
+
+    /// Brings node `i`'s port on the bridge up again.
+    ///
+    /// # Errors
+    /// No namespaces, or `ip` failed.
+    pub fn rejoin(&self, i: usize) -> Result<(), NetError> {
+        match &self.netns {
+            Some(ns) => ns.set_port(i, true),
+            None => Err(NetError::NoNamespaces),
+        }
+    }
+
+    /// Removes the network namespaces (after [`LocalCluster::stop`]); what could not be
+    /// removed. Nothing to do without namespaces, or when done already.
+    pub fn remove_netns(&mut self) -> Vec<String> {
+        self.netns.take().map(Netns::remove).unwrap_or_default()
     }
 
     /// Whether node `i` is running (not killed).
@@ -466,11 +594,20 @@ impl LocalCluster {
         }
     }
 
-    /// Makes every node run again: SIGCONT to the paused ones, a restart of the killed ones,
-    /// then waits (bounded) until each answers PING. Returns what could not be undone.
+    /// Makes every node run again: every bridge port up, SIGCONT to the paused ones, a
+    /// restart of the killed ones, then waits (bounded) until each answers PING. Returns what
+    /// could not be undone.
     pub async fn undo_all(&mut self, bound: Duration) -> Vec<String> {
         let mut problems = Vec::new();
         for i in 0..self.specs.len() {
+            if self.netns.is_some() {
+                if let Err(e) = self.rejoin(i) {
+                    problems.push(format!(
+                        "{}: cannot rejoin the bridge: {e}",
+                        self.specs[i].name
+                    ));
+                }
+            }
             if self.paused[i] {
                 if let Err(e) = self.resume(i) {
                     problems.push(format!("{}: cannot resume: {e}", self.specs[i].name));
@@ -531,10 +668,10 @@ impl LocalCluster {
     }
 }
 
-/// Whether a node serves clients on `port`: PONG, or NOAUTH when a password is set.
-pub async fn ping(port: u16) -> bool {
+/// Whether a node serves clients on `addr`: PONG, or NOAUTH when a password is set.
+pub async fn ping(addr: (Ipv4Addr, u16)) -> bool {
     let probe = async {
-        let mut stream = TcpStream::connect((LOOPBACK, port)).await.ok()?;
+        let mut stream = TcpStream::connect(addr).await.ok()?;
         stream.write_all(b"*1\r\n$4\r\nPING\r\n").await.ok()?;
         let mut reply = [0u8; 7];
         stream.read_exact(&mut reply).await.ok()?;
@@ -551,6 +688,234 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The `ip` command (iproute2), found on `PATH`.
+const IP: &str = "ip";
+/// Most `/24`s tried when looking for one the machine does not use.
+const SUBNET_TRIES_MAX: u16 = 250;
+
+/// Why a network namespace command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// `ip` could not be run.
+    #[error("cannot run `ip` (iproute2): {0}")]
+    Spawn(std::io::Error),
+    /// `ip` failed.
+    #[error("`ip {command}` failed ({status}): {stderr}")]
+    Failed {
+        /// Its arguments.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// `ip` did not finish in time.
+    #[error("`ip {0}` did not finish within {secs} s and was killed", secs = IP_TIMEOUT.as_secs())]
+    Timeout(String),
+    /// Every `10.77.S.0/24` is in use on this machine.
+    #[error("every 10.77.S.0/24 is in use on this machine")]
+    NoSubnet,
+    /// A namespace operation on a cluster without namespaces.
+    #[error("the nodes do not run in network namespaces")]
+    NoNamespaces,
+}
+
+/// Runs `ip args`, bounded by [`IP_TIMEOUT`]; its stdout.
+///
+/// # Errors
+/// `ip` cannot be run, fails or takes too long.
+pub fn ip(args: &[&str]) -> Result<String, NetError> {
+    let command = args.join(" ");
+    let child = std::process::Command::new(IP)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NetError::Spawn)?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread reaps `ip` whatever happens; the caller waits for it a bounded time.
+    std::thread::spawn(move || {
+        // The receiver is gone only after a timeout, and then nobody needs the output.
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(IP_TIMEOUT) {
+        Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into()),
+        Ok(Ok(out)) => Err(NetError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+        Ok(Err(e)) => Err(NetError::Spawn(e)),
+        Err(_) => {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill(2) has no memory-safety preconditions. The thread above has not
+                // reaped `ip` (it would have sent its output), so `pid` still names it.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            Err(NetError::Timeout(command))
+        }
+    }
+}
+
+/// Whether this process may make network namespaces: root, on Linux, with an `ip` that can
+/// add and delete one. `Err` says why not.
+///
+/// # Errors
+/// Not root, not Linux, or `ip netns add` failed.
+pub fn netns_available(prefix: &str) -> Result<(), String> {
+    if !cfg!(target_os = "linux") {
+        return Err("network namespaces need Linux".to_string());
+    }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("network namespaces need root".to_string());
+    }
+    let probe = format!("{prefix}-probe");
+    ip(&["netns", "add", &probe]).map_err(|e| e.to_string())?;
+    ip(&["netns", "del", &probe]).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A `/24` under `10.77.0.0/16` that no address or route of this namespace uses, starting the
+/// search at `start` (spread runs by process id).
+///
+/// # Errors
+/// `ip` fails, or every one is in use.
+pub fn free_subnet(start: u32) -> Result<u8, NetError> {
+    let used = format!(
+        "{}\n{}",
+        ip(&["-o", "-4", "addr", "show"])?,
+        ip(&["-4", "route", "show", "table", "all"])?
+    );
+    for k in 0..u32::from(SUBNET_TRIES_MAX) {
+        // 1..=250: 0 and the top of the range are left to people.
+        let subnet = u8::try_from((start + k) % 250 + 1).unwrap_or(1);
+        let net = format!("{}.{}.{subnet}.", NETNS_NET[0], NETNS_NET[1]);
+        if !used.contains(&net) {
+            return Ok(subnet);
+        }
+    }
+    Err(NetError::NoSubnet)
+}
+
+/// The network namespaces of one run: a switch namespace holding bridge `br0`, one namespace
+/// per node with `veth0` plugged into the bridge as `p<i>`, and a veth `<prefix>h` from the
+/// checker's namespace into the bridge (as `ph`) holding `10.77.S.254`. Dropping it removes
+/// everything; nothing outside these namespaces and that one link is ever touched.
+#[derive(Debug)]
+pub struct Netns {
+    prefix: String,
+    nodes: u8,
+    /// What exists so far, removed in reverse order.
+    created: Vec<Created>,
+}
+
+#[derive(Debug)]
+enum Created {
+    Namespace(String),
+    HostLink(String),
+}
+
+impl Netns {
+    /// Creates the namespaces and links for `nodes` nodes in `10.77.<subnet>.0/24`; on an
+    /// error, removes what it made.
+    ///
+    /// # Errors
+    /// The first `ip` command that failed.
+    pub fn create(prefix: &str, subnet: u8, nodes: u8) -> Result<Netns, NetError> {
+        let mut ns = Netns {
+            prefix: prefix.to_string(),
+            nodes,
+            created: Vec::new(),
+        };
+        // On an error `ns` is dropped, which removes what was created.
+        ns.build(subnet)?;
+        Ok(ns)
+    }
+
+    fn switch(&self) -> String {
+        format!("{}-sw", self.prefix)
+    }
+
+    fn build(&mut self, subnet: u8) -> Result<(), NetError> {
+        let sw = self.switch();
+        let net = format!("{}.{}.{subnet}", NETNS_NET[0], NETNS_NET[1]);
+        ip(&["netns", "add", &sw])?;
+        self.created.push(Created::Namespace(sw.clone()));
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        for i in 0..self.nodes {
+            let node = format!("{}-n{i}", self.prefix);
+            let port = format!("p{i}");
+            ip(&["netns", "add", &node])?;
+            self.created.push(Created::Namespace(node.clone()));
+            ip(&[
+                "link", "add", "veth0", "netns", &node, "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &sw, "link", "set", &port, "up"])?;
+            let addr = format!("{net}.{}/24", i + 1);
+            ip(&["-n", &node, "addr", "add", &addr, "dev", "veth0"])?;
+            ip(&["-n", &node, "link", "set", "veth0", "up"])?;
+            ip(&["-n", &node, "link", "set", "lo", "up"])?;
+        }
+        let host = format!("{}h", self.prefix);
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", "ph", "netns", &sw,
+        ])?;
+        self.created.push(Created::HostLink(host.clone()));
+        ip(&["-n", &sw, "link", "set", "ph", "master", "br0"])?;
+        ip(&["-n", &sw, "link", "set", "ph", "up"])?;
+        let addr = format!("{net}.{NETNS_HOST_BYTE}/24");
+        ip(&["addr", "add", &addr, "dev", &host])?;
+        ip(&["link", "set", &host, "up"])?;
+        Ok(())
+    }
+
+    /// Node `i`'s bridge port up or down.
+    ///
+    /// # Errors
+    /// `ip` failed.
+    pub fn set_port(&self, i: usize, up: bool) -> Result<(), NetError> {
+        let port = format!("p{i}");
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.switch(), "link", "set", &port, state]).map(drop)
+    }
+
+    /// Removes everything created; what could not be removed.
+    #[must_use]
+    pub fn remove(mut self) -> Vec<String> {
+        self.remove_created()
+    }
+
+    fn remove_created(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        while let Some(c) = self.created.pop() {
+            let done = match &c {
+                Created::Namespace(name) => ip(&["netns", "del", name]),
+                Created::HostLink(name) => ip(&["link", "del", name]),
+            };
+            if let Err(e) = done {
+                problems.push(e.to_string());
+            }
+        }
+        problems
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Nobody to tell in a drop; the normal path calls `remove` and reports.
+        let _ = self.remove_created();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +928,7 @@ mod tests {
             ack: "sync".into(),
             fsync: "always".into(),
             fault_injection: true,
+            network: Network::Loopback,
             dir: PathBuf::from("run"),
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
         }
@@ -573,8 +939,8 @@ mod tests {
         let specs = plan_nodes(&plan(&[])).unwrap();
         let ports: Vec<_> = specs.iter().map(|s| (s.port, s.admin_port)).collect();
         assert_eq!(ports, [(7300, 7400), (7301, 7401), (7302, 7402)]);
-        assert_eq!(specs[1].upstream_port, Some(7300));
-        assert_eq!(specs[0].upstream_port, None);
+        assert_eq!(specs[1].upstream, Some((LOOPBACK, 7300)));
+        assert_eq!(specs[0].upstream, None);
         assert_eq!(specs[2].addr(), "127.0.0.1:7302");
         let mut p = plan(&[]);
         p.base_port = 65535;

@@ -5,17 +5,26 @@
 //! |---|---|---|
 //! | `kill` | SIGKILL to the node's process (`kill -9`) | starting it again with the same arguments |
 //! | `pause` | SIGSTOP | SIGCONT |
-//! | `partition` | the node's fault-injection hook (`POST /faults` on the admin port of every node): the chosen node blocks every peer and every peer blocks it | `DELETE /faults` on every node |
+//! | `partition` | with network namespaces (`--net namespaces`): the node's port on the switch's bridge goes down, which cuts clients off too; otherwise the nodes' fault-injection hook (`POST /faults` on the admin port of every node): the chosen node blocks every peer and every peer blocks it, clients still reach it | the bridge port up again; or the hook setting removed |
+//! | `delay` | the hook: frames the chosen node receives from any peer (`*`), and frames every other node receives from it, are held [`DELAY_MS`] | the setting removed |
+//! | `loss` | the hook: the same links, both ways, drop with probability [`LOSS_PERCENT`] per frame | the setting removed |
+//! | `clock` | the hook: the chosen node's wall clock runs ahead or behind by [`SKEW_MS`] (either sign) | the setting removed |
 //!
 //! A scheduler draws everything from the seed: the gap before the next fault, which fault
 //! (dealt in shuffled rounds holding every chosen kind once; a fault that cannot start yet
-//! keeps its turn), which node, and how long it lasts. Two faults never concern the same node
-//! at once, at most [`NemesisConfig::concurrent_max`] are active together, and a partition
-//! waits until no other fault is active (it concerns every node). No fault lasts past
-//! [`NemesisConfig::end_at`], and none starts too late to last its shortest length. Each fault
-//! and its end are recorded as [`FaultEvent`]s: `kill` / `restart`, `pause` / `resume`,
-//! `partition` / `heal`, naming the node by its client address (for a partition, the node cut
-//! off from all others).
+//! keeps its turn), which node, how long it lasts and how strong it is. Two faults never
+//! target the same node at once, at most [`NemesisConfig::concurrent_max`] are active
+//! together, and a partition waits until no other fault is active (it concerns every node).
+//! Delay and loss set something on every node, so they wait while a node is killed or paused
+//! (a restarted node would come back without the setting, a paused one cannot take it), and a
+//! kill or pause waits while a delay or loss is in force. Hook settings of faults active
+//! together are merged per node (delays add up, losses combine) and every node's setting is
+//! rewritten whenever a fault starts or ends. No fault lasts past [`NemesisConfig::end_at`],
+//! and none starts too late to last its shortest length. Each fault and its end are recorded
+//! as [`FaultEvent`]s: `kill` / `restart`, `pause` / `resume`, `partition` / `heal`, `delay` /
+//! `undelay`, `loss` / `unloss`, `skew` / `unskew`, naming the node by its client address (for
+//! a partition, the node cut off from all others); its strength goes to
+//! [`NemesisLog::params`].
 
 use crate::history::FaultEvent;
 use crate::launcher::LocalCluster;
@@ -37,6 +46,12 @@ pub const HOOK_TRIES_MAX: usize = 5;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// Longest response read from the hook.
 const HOOK_RESPONSE_BYTES_MAX: u64 = 64 * 1024;
+/// Range of a `delay` fault's added latency per direction, ms.
+pub const DELAY_MS: (u64, u64) = (50, 500);
+/// Range of a `loss` fault's probability that a frame drops its link, percent.
+pub const LOSS_PERCENT: (u64, u64) = (5, 30);
+/// Range of a `clock` fault's skew, ms, drawn with either sign.
+pub const SKEW_MS: (u64, u64) = (100, 5000);
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -48,9 +63,38 @@ pub enum FaultKind {
     Pause,
     /// Cut one node off from its peers, then heal.
     Partition,
+    /// Extra latency on one node's replication links, both ways.
+    Delay,
+    /// Random loss on one node's replication links, both ways.
+    Loss,
+    /// One node's wall clock skewed.
+    Clock,
 }
 
 impl FaultKind {
+    /// Every kind, in the order `--nemesis` lists them.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Delay,
+        FaultKind::Loss,
+        FaultKind::Clock,
+    ];
+
+    /// Its name in `--nemesis`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Delay => "delay",
+            FaultKind::Loss => "loss",
+            FaultKind::Clock => "clock",
+        }
+    }
+
     /// The event names of the fault's start and end.
     #[must_use]
     pub fn event_names(self) -> (&'static str, &'static str) {
@@ -58,11 +102,25 @@ impl FaultKind {
             FaultKind::Kill => ("kill", "restart"),
             FaultKind::Pause => ("pause", "resume"),
             FaultKind::Partition => ("partition", "heal"),
+            FaultKind::Delay => ("delay", "undelay"),
+            FaultKind::Loss => ("loss", "unloss"),
+            FaultKind::Clock => ("skew", "unskew"),
+        }
+    }
+
+    /// Whether the fault goes through the nodes' fault-injection hook when partitions are
+    /// made with network namespaces (`namespaces`) or not.
+    #[must_use]
+    pub fn uses_hook(self, namespaces: bool) -> bool {
+        match self {
+            FaultKind::Kill | FaultKind::Pause => false,
+            FaultKind::Partition => !namespaces,
+            FaultKind::Delay | FaultKind::Loss | FaultKind::Clock => true,
         }
     }
 }
 
-/// Parses `kill,pause,partition` (any subset, any order) or `none`.
+/// Parses `kill,pause,partition,delay,loss,clock` (any subset, any order) or `none`.
 ///
 /// # Errors
 /// An unknown name, or `none` with others.
@@ -75,12 +133,15 @@ pub fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
             "none" => return Err("`none` cannot be combined with faults".to_string()),
             "kill" => FaultKind::Kill,
             "pause" => FaultKind::Pause,
-            "partition" => FaultKind::Partition,
-            other => {
-                return Err(format!(
-                    "unknown fault `{other}`: expected kill, pause, partition or none"
-                ))
-            }
+            other => match FaultKind::ALL.iter().find(|k| k.name() == other) {
+                Some(kind) => *kind,
+                None => {
+                    return Err(format!(
+                        "unknown fault `{other}`: expected kill, pause, partition, delay, loss, \
+                         clock or none"
+                    ))
+                }
+            },
         };
         if !kinds.contains(&kind) {
             kinds.push(kind);
@@ -117,6 +178,129 @@ pub struct NemesisLog {
     pub problems: Vec<String>,
     /// Nodes that exited without being killed, noticed during the run.
     pub crashes: Vec<String>,
+    /// The strength of each fault that has one (delay, loss, skew), by its start.
+    pub params: Vec<FaultParam>,
+}
+
+/// How strong one fault was.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FaultParam {
+    /// When it started, µs since the run started (as its [`FaultEvent`]).
+    pub at_us: u64,
+    /// Its start event's name.
+    pub kind: String,
+    /// The node's client address.
+    pub node: String,
+    /// `250 ms`, `12%`, `-1800 ms`.
+    pub value: String,
+}
+
+/// The strength of a fault, drawn from the seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Strength {
+    /// Kill, pause, partition.
+    Plain,
+    /// Added latency per direction, ms.
+    DelayMs(u64),
+    /// Probability that a frame drops its link.
+    Loss(f64),
+    /// Clock skew, ms.
+    SkewMs(i64),
+}
+
+impl Strength {
+    fn draw(kind: FaultKind, rng: &mut Rng) -> Strength {
+        match kind {
+            FaultKind::Kill | FaultKind::Pause | FaultKind::Partition => Strength::Plain,
+            FaultKind::Delay => Strength::DelayMs(rng.between(DELAY_MS.0, DELAY_MS.1)),
+            FaultKind::Loss => {
+                Strength::Loss(rng.between(LOSS_PERCENT.0, LOSS_PERCENT.1) as f64 / 100.0)
+            }
+            FaultKind::Clock => {
+                let magnitude = i64::try_from(rng.between(SKEW_MS.0, SKEW_MS.1)).unwrap_or(0);
+                Strength::SkewMs(if rng.index(2) == 0 {
+                    magnitude
+                } else {
+                    -magnitude
+                })
+            }
+        }
+    }
+
+    fn text(self) -> Option<String> {
+        match self {
+            Strength::Plain => None,
+            Strength::DelayMs(ms) => Some(format!("{ms} ms")),
+            Strength::Loss(p) => Some(format!("{:.0}%", p * 100.0)),
+            Strength::SkewMs(ms) => Some(format!("{ms:+} ms")),
+        }
+    }
+}
+
+/// The fault-injection setting of one node, merged from every hook fault in force; the JSON
+/// body of `POST /faults`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HookSpec {
+    block: std::collections::BTreeSet<String>,
+    delay_ms: std::collections::BTreeMap<String, u64>,
+    loss: std::collections::BTreeMap<String, f64>,
+    clock_skew_ms: i64,
+}
+
+impl HookSpec {
+    /// Whether nothing is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+            && self.delay_ms.is_empty()
+            && self.loss.is_empty()
+            && self.clock_skew_ms == 0
+    }
+}
+
+/// The hook setting of node `node` (of the nodes named `names`) for the faults `active` in
+/// force. A peer's own entry wins over the `*` entry on the node, so a wildcard is folded
+/// into every own entry: delays add up, losses combine as independent draws.
+fn hook_spec(active: &[(FaultKind, usize, Strength)], names: &[String], node: usize) -> HookSpec {
+    let mut spec = HookSpec::default();
+    let (mut delay_all, mut pass_all) = (0u64, 1.0f64);
+    for &(kind, target, strength) in active {
+        let mine = target == node;
+        match (kind, strength) {
+            (FaultKind::Partition, _) if mine => spec.block.extend(
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != node)
+                    .map(|(_, n)| n.clone()),
+            ),
+            (FaultKind::Partition, _) => {
+                spec.block.insert(names[target].clone());
+            }
+            (FaultKind::Delay, Strength::DelayMs(ms)) if mine => delay_all += ms,
+            (FaultKind::Delay, Strength::DelayMs(ms)) => {
+                *spec.delay_ms.entry(names[target].clone()).or_insert(0) += ms;
+            }
+            (FaultKind::Loss, Strength::Loss(p)) if mine => pass_all *= 1.0 - p,
+            (FaultKind::Loss, Strength::Loss(p)) => {
+                let pass = spec.loss.entry(names[target].clone()).or_insert(0.0);
+                *pass = 1.0 - (1.0 - *pass) * (1.0 - p);
+            }
+            (FaultKind::Clock, Strength::SkewMs(ms)) if mine => spec.clock_skew_ms += ms,
+            _ => {}
+        }
+    }
+    if delay_all > 0 {
+        spec.delay_ms.values_mut().for_each(|ms| *ms += delay_all);
+        spec.delay_ms.insert("*".to_string(), delay_all);
+    }
+    if pass_all < 1.0 {
+        spec.loss
+            .values_mut()
+            .for_each(|p| *p = 1.0 - (1.0 - *p) * pass_all);
+        spec.loss.insert("*".to_string(), 1.0 - pass_all);
+    }
+    spec
 }
 
 /// The kinds of fault, dealt in rounds: each round holds every kind once, shuffled, so that
@@ -162,6 +346,7 @@ enum Started {
 struct Active {
     kind: FaultKind,
     node: usize,
+    strength: Strength,
     until: Instant,
 }
 
@@ -271,7 +456,31 @@ impl Nemesis<'_> {
         });
     }
 
-    /// Starts a fault of `kind` on a node no active fault concerns.
+    /// Whether a fault of `kind` may start on a node now, given the faults in force.
+    fn allowed(&self, kind: FaultKind, n: usize, free: &[usize]) -> bool {
+        let any = |k: FaultKind| self.active.iter().any(|a| a.kind == k);
+        if any(FaultKind::Partition) || free.is_empty() {
+            return false;
+        }
+        match kind {
+            // It concerns every node: it waits until nothing else is in effect and every
+            // node has rested.
+            FaultKind::Partition => self.active.is_empty() && n >= 2 && free.len() == n,
+            // They set something on every node, which must be up and running to take it.
+            FaultKind::Delay | FaultKind::Loss => {
+                n >= 2
+                    && !any(FaultKind::Kill)
+                    && !any(FaultKind::Pause)
+                    && (0..n).all(|i| self.cluster.is_up(i))
+            }
+            // A restarted node would come back without the delay or loss setting on it, and a
+            // paused one could not have it removed.
+            FaultKind::Kill | FaultKind::Pause => !any(FaultKind::Delay) && !any(FaultKind::Loss),
+            FaultKind::Clock => true,
+        }
+    }
+
+    /// Starts a fault of `kind` on a node no active fault targets.
     async fn start_one(&mut self, rng: &mut Rng, kind: FaultKind, until: Instant) -> Started {
         let n = self.cluster.specs().len();
         let now = Instant::now();
@@ -280,31 +489,52 @@ impl Nemesis<'_> {
             .filter(|&i| self.active.iter().all(|a| a.node != i) && self.cluster.is_up(i))
             .filter(|&i| rested(i))
             .collect();
-        // A partition concerns every node: it waits until nothing else is in effect and every
-        // node has rested.
-        let blocked =
-            kind == FaultKind::Partition && (!self.active.is_empty() || n < 2 || free.len() < n);
-        let partitioned = self.active.iter().any(|a| a.kind == FaultKind::Partition);
-        if free.is_empty() || blocked || partitioned {
+        if !self.allowed(kind, n, &free) {
             return Started::Blocked;
         }
         let node = free[rng.index(free.len())];
+        let strength = Strength::draw(kind, rng);
         let at_us = self.now_us();
         let name = self.cluster.specs()[node].name.clone();
+        self.active.push(Active {
+            kind,
+            node,
+            strength,
+            until,
+        });
         let done = match kind {
             FaultKind::Kill => self.cluster.kill(node).await.map_err(|e| e.to_string()),
             FaultKind::Pause => self.cluster.pause(node).map_err(|e| e.to_string()),
-            FaultKind::Partition => self.isolate(node).await,
+            FaultKind::Partition if self.cluster.uses_namespaces() => {
+                self.cluster.cut(node).map_err(|e| e.to_string())
+            }
+            _ => self.apply_hook(kind, node).await,
         };
+        let (start, _) = kind.event_names();
         match done {
             Ok(()) => {
-                self.record(at_us, kind.event_names().0, node);
-                self.active.push(Active { kind, node, until });
+                self.record(at_us, start, node);
+                if let Some(value) = strength.text() {
+                    let node = self.cluster.specs()[node].addr();
+                    self.log.params.push(FaultParam {
+                        at_us,
+                        kind: start.to_string(),
+                        node,
+                        value,
+                    });
+                }
                 Started::Yes
             }
             Err(e) => {
-                let (start, _) = kind.event_names();
-                self.log.problems.push(format!("{start} {name}: {e}"));
+                self.active.pop();
+                let mut why = format!("{start} {name}: {e}");
+                if kind.uses_hook(self.cluster.uses_namespaces()) {
+                    // Whatever part of it was set is taken back.
+                    if let Err(undo) = self.apply_hook(kind, node).await {
+                        why.push_str(&format!("; taking it back: {undo}"));
+                    }
+                }
+                self.log.problems.push(why);
                 Started::Failed
             }
         }
@@ -328,7 +558,10 @@ impl Nemesis<'_> {
             let undone = match a.kind {
                 FaultKind::Kill => self.cluster.restart(a.node).map_err(|e| e.to_string()),
                 FaultKind::Pause => self.cluster.resume(a.node).map_err(|e| e.to_string()),
-                FaultKind::Partition => self.heal().await,
+                FaultKind::Partition if self.cluster.uses_namespaces() => {
+                    self.cluster.rejoin(a.node).map_err(|e| e.to_string())
+                }
+                _ => self.apply_hook(a.kind, a.node).await,
             };
             let (_, end) = a.kind.event_names();
             let at_us = self.now_us();
@@ -345,36 +578,42 @@ impl Nemesis<'_> {
         }
     }
 
-    /// Cuts node `node` off from every other node, on both sides of each link. When any node
-    /// refuses, every node is healed again and the error returned.
-    async fn isolate(&mut self, node: usize) -> Result<(), String> {
+    /// Writes the merged hook setting of every node a fault of `kind` on `node` concerns,
+    /// after that fault was added to or removed from the active ones: `POST /faults`, or
+    /// `DELETE /faults` when nothing is left.
+    async fn apply_hook(&mut self, kind: FaultKind, node: usize) -> Result<(), String> {
         let specs = self.cluster.specs().to_vec();
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-        for (j, spec) in specs.iter().enumerate() {
-            let block: Vec<&String> = if j == node {
-                names.iter().filter(|n| **n != names[node]).collect()
+        let namespaces = self.cluster.uses_namespaces();
+        let active: Vec<(FaultKind, usize, Strength)> = self
+            .active
+            .iter()
+            .filter(|a| a.kind.uses_hook(namespaces))
+            .map(|a| (a.kind, a.node, a.strength))
+            .collect();
+        let concerned: Vec<usize> = if kind == FaultKind::Clock {
+            vec![node]
+        } else {
+            (0..specs.len()).collect()
+        };
+        let mut errors = Vec::new();
+        for j in concerned {
+            let spec = hook_spec(&active, &names, j);
+            let done = if spec.is_empty() {
+                hook(&specs[j].admin_addr(), "DELETE", None).await
             } else {
-                vec![&names[node]]
+                let body = serde_json::to_string(&spec).unwrap_or_default();
+                hook(&specs[j].admin_addr(), "POST", Some(&body)).await
             };
-            let body = serde_json::json!({ "block": block }).to_string();
-            if let Err(e) = hook(&spec.admin_addr(), "POST", Some(&body)).await {
-                let healed = self.heal().await;
-                return Err(format!(
-                    "{}'s fault hook refused: {e}{}",
-                    spec.name,
-                    healed
-                        .err()
-                        .map(|h| format!("; healing: {h}"))
-                        .unwrap_or_default()
-                ));
+            if let Err(e) = done {
+                errors.push(format!("{}'s fault hook refused: {e}", names[j]));
             }
         }
-        Ok(())
-    }
-
-    /// Removes every injected network fault from every node.
-    async fn heal(&mut self) -> Result<(), String> {
-        heal_all(self.cluster).await
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 
@@ -454,6 +693,107 @@ mod tests {
         assert!(parse_kinds("none").unwrap().is_empty());
         assert!(parse_kinds("none,kill").is_err());
         assert!(parse_kinds("flood").unwrap_err().contains("flood"));
+        assert_eq!(
+            parse_kinds("clock,delay,loss,kill").unwrap(),
+            [
+                FaultKind::Clock,
+                FaultKind::Delay,
+                FaultKind::Loss,
+                FaultKind::Kill
+            ]
+        );
+        assert_eq!(
+            parse_kinds("kill,pause,partition,delay,loss,clock").unwrap(),
+            FaultKind::ALL
+        );
+        assert!(parse_kinds("skew").unwrap_err().contains("clock"));
+        let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.event_names()).collect();
+        assert_eq!(
+            names[3..],
+            [("delay", "undelay"), ("loss", "unloss"), ("skew", "unskew")]
+        );
+    }
+
+    #[test]
+    fn strengths_stay_in_their_ranges_and_skews_take_both_signs() {
+        let mut rng = Rng::new(9);
+        let (mut ahead, mut behind) = (0, 0);
+        for _ in 0..1000 {
+            match Strength::draw(FaultKind::Delay, &mut rng) {
+                Strength::DelayMs(ms) => assert!((50..=500).contains(&ms), "{ms}"),
+                other => panic!("{other:?}"),
+            }
+            match Strength::draw(FaultKind::Loss, &mut rng) {
+                Strength::Loss(p) => assert!((0.05..=0.3).contains(&p), "{p}"),
+                other => panic!("{other:?}"),
+            }
+            match Strength::draw(FaultKind::Clock, &mut rng) {
+                Strength::SkewMs(ms) if ms > 0 => {
+                    assert!((100..=5000).contains(&ms), "{ms}");
+                    ahead += 1;
+                }
+                Strength::SkewMs(ms) => {
+                    assert!((-5000..=-100).contains(&ms), "{ms}");
+                    behind += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            ahead > 400 && behind > 400,
+            "{ahead} ahead, {behind} behind"
+        );
+        assert_eq!(Strength::draw(FaultKind::Kill, &mut rng), Strength::Plain);
+        assert_eq!(Strength::SkewMs(-1800).text().unwrap(), "-1800 ms");
+        assert_eq!(Strength::Loss(0.12).text().unwrap(), "12%");
+    }
+
+    #[test]
+    fn hook_settings_of_faults_in_force_merge_per_node() {
+        let names: Vec<String> = (0..3).map(|i| format!("node{i}")).collect();
+        let json = |active: &[(FaultKind, usize, Strength)], node| {
+            serde_json::to_value(hook_spec(active, &names, node)).unwrap()
+        };
+        // A delay on node1: node1 delays everyone, the others delay node1.
+        let delay = (FaultKind::Delay, 1, Strength::DelayMs(200));
+        assert_eq!(json(&[delay], 1)["delay_ms"], serde_json::json!({"*": 200}));
+        assert_eq!(
+            json(&[delay], 0)["delay_ms"],
+            serde_json::json!({"node1": 200})
+        );
+        // With a second delay on node2, the link between them carries both.
+        let delay2 = (FaultKind::Delay, 2, Strength::DelayMs(50));
+        assert_eq!(
+            json(&[delay, delay2], 1)["delay_ms"],
+            serde_json::json!({"*": 200, "node2": 250})
+        );
+        assert_eq!(
+            json(&[delay, delay2], 0)["delay_ms"],
+            serde_json::json!({"node1": 200, "node2": 50})
+        );
+        // Losses combine as independent draws.
+        let loss = (FaultKind::Loss, 0, Strength::Loss(0.5));
+        let loss2 = (FaultKind::Loss, 1, Strength::Loss(0.5));
+        let both = hook_spec(&[loss, loss2], &names, 0);
+        assert!((both.loss["*"] - 0.5).abs() < 1e-9);
+        assert!((both.loss["node1"] - 0.75).abs() < 1e-9);
+        // A skew concerns its node only; a partition blocks both ways.
+        let skew = (FaultKind::Clock, 2, Strength::SkewMs(-700));
+        assert_eq!(json(&[skew], 2)["clock_skew_ms"], serde_json::json!(-700));
+        assert!(hook_spec(&[skew], &names, 0).is_empty());
+        let cut = (FaultKind::Partition, 0, Strength::Plain);
+        assert_eq!(
+            json(&[cut], 0)["block"],
+            serde_json::json!(["node1", "node2"])
+        );
+        assert_eq!(json(&[cut], 2)["block"], serde_json::json!(["node0"]));
+        assert!(hook_spec(&[], &names, 0).is_empty());
+        // What the nemesis posts is what the node's hook takes.
+        let body = serde_json::to_string(&hook_spec(&[delay, loss, skew], &names, 2)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"block":[],"delay_ms":{"node1":200},"loss":{"node0":0.5},"clock_skew_ms":-700}"#
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct RunInfo {
     pub launched: bool,
     /// The faults chosen from.
     pub nemesis: Vec<String>,
+    /// How the nodes were networked and partitions made (network namespaces or the nodes'
+    /// fault hook), and why.
+    pub net: String,
     /// Length of the workload, s.
     pub duration_s: f64,
     /// Concurrent clients.
@@ -97,7 +100,7 @@ pub struct Latency {
 /// A fault from its start to its end, on one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FaultSpan {
-    /// `kill`, `pause` or `partition`.
+    /// `kill`, `pause`, `partition`, `delay`, `loss` or `skew`.
     pub kind: String,
     /// The node's client address (for a partition, the node cut off).
     pub node: String,
@@ -107,19 +110,30 @@ pub struct FaultSpan {
     pub end_us: u64,
 }
 
+/// The start event of the fault that the event `end` ends (`restart` ends `kill`), if it ends
+/// one.
+#[must_use]
+pub fn fault_start_of(end: &str) -> Option<&'static str> {
+    match end {
+        "restart" => Some("kill"),
+        "resume" => Some("pause"),
+        "heal" => Some("partition"),
+        "undelay" => Some("delay"),
+        "unloss" => Some("loss"),
+        "unskew" => Some("skew"),
+        _ => None,
+    }
+}
+
 /// Pairs each fault's start with its end (`kill`/`restart`, `pause`/`resume`,
-/// `partition`/`heal`), in order of start; a fault never ended lasts until `end_us`.
+/// `partition`/`heal`, `delay`/`undelay`, `loss`/`unloss`, `skew`/`unskew`), in order of
+/// start; a fault never ended lasts until `end_us`.
 #[must_use]
 pub fn fault_spans(h: &History, end_us: u64) -> Vec<FaultSpan> {
     let mut open: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut out = Vec::new();
     for e in &h.faults {
-        let start = match e.kind.as_str() {
-            "restart" => Some("kill"),
-            "resume" => Some("pause"),
-            "heal" => Some("partition"),
-            _ => None,
-        };
+        let start = fault_start_of(&e.kind);
         for node in &e.nodes {
             match start {
                 None => {
@@ -165,6 +179,8 @@ pub struct Report {
     pub latency: Latency,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// The strength of every delay, loss and skew.
+    pub fault_params: Vec<crate::nemesis::FaultParam>,
     /// Every checker's verdict.
     pub verdicts: Vec<Verdict>,
     /// Availability in detail.
@@ -243,12 +259,26 @@ pub fn latency(h: &History) -> Latency {
     }
 }
 
+/// The strength of the fault `span` (`250 ms` for a delay), if it has one.
+#[must_use]
+pub fn fault_param<'a>(report: &'a Report, span: &FaultSpan) -> Option<&'a str> {
+    report
+        .fault_params
+        .iter()
+        .find(|p| p.at_us == span.start_us && p.node == span.node && p.kind == span.kind)
+        .map(|p| p.value.as_str())
+}
+
 /// Faults injected, by kind (their starts only).
 #[must_use]
 pub fn fault_counts(h: &History) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for event in &h.faults {
-        if matches!(event.kind.as_str(), "kill" | "pause" | "partition") {
+        let is_start = matches!(
+            event.kind.as_str(),
+            "kill" | "pause" | "partition" | "delay" | "loss" | "skew"
+        );
+        if is_start {
             *counts.entry(event.kind.clone()).or_insert(0) += 1;
         }
     }
@@ -358,6 +388,7 @@ pub fn render(report: &Report, h: &History) -> String {
         r.seed
     );
     let _ = writeln!(out, "results: {}", r.results_dir);
+    let _ = writeln!(out, "network: {}", r.net);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -402,11 +433,15 @@ pub fn render(report: &Report, h: &History) -> String {
         let cells: Vec<String> = line
             .iter()
             .map(|f| {
+                let what = match fault_param(report, f) {
+                    Some(value) => format!("{} {value}", f.kind),
+                    None => f.kind.clone(),
+                };
                 format!(
-                    "{:>6.1}–{:<6.1}s {:<9} {:<6}",
+                    "{:>6.1}–{:<6.1}s {:<14} {:<6}",
                     f.start_us as f64 / 1e6,
                     f.end_us as f64 / 1e6,
-                    f.kind,
+                    what,
                     node_name(report, &f.node)
                 )
             })

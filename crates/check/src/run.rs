@@ -12,7 +12,11 @@
 //! node crashed, 2 for bad arguments, 3 when the run itself could not be made (the cluster did
 //! not start, the results could not be written).
 //!
-//! | mode | promised across kill -9, pause and partition (single leader, no failover) |
+//! Partitions are made with network namespaces when the checker runs as root on Linux
+//! (`--net auto`, the default, or `--net namespaces`), else with the nodes' fault-injection
+//! hook (`--net hook`); the report says which.
+//!
+//! | mode | promised across kill -9, pause, partition, delay, loss and clock skew (single leader, no failover) |
 //! |---|---|
 //! | `sync` | no lost acknowledged writes; leader reads linearizable |
 //! | `semi-sync:K`, `quorum` with `--fsync always` | no lost acknowledged writes |
@@ -20,7 +24,7 @@
 
 use crate::checker::{self, Options, Status, Verdict};
 use crate::history::{History, Outcome};
-use crate::launcher::{LaunchPlan, LocalCluster, NodeSpec, NODES_MAX};
+use crate::launcher::{self, LaunchPlan, LocalCluster, Network, NodeSpec, NODES_MAX};
 use crate::nemesis::{self, FaultKind, NemesisConfig, NemesisLog};
 use crate::report::{self, NodeInfo, Report, RunInfo};
 use crate::workload::{self, Endpoints, ReadTarget, WorkloadConfig, CLIENTS_MAX, KEYS_MAX};
@@ -65,9 +69,16 @@ pub struct CheckArgs {
     #[arg(long, default_value = "always", value_parser = ["always", "interval"])]
     pub fsync: String,
     /// Faults to inject, comma-separated: `kill` (kill -9, then restart), `pause`
-    /// (SIGSTOP/SIGCONT), `partition` (cut a node off from its peers), or `none`.
+    /// (SIGSTOP/SIGCONT), `partition` (cut a node off), `delay` (50-500 ms more latency on a
+    /// node's replication links), `loss` (5-30% loss on them), `clock` (skew a node's clock
+    /// by 0.1-5 s either way), or `none`.
     #[arg(long, default_value = "kill,pause,partition")]
     pub nemesis: String,
+    /// How partitions are made: `namespaces` (one network namespace per node on a bridge;
+    /// needs root on Linux; cuts clients off too), `hook` (the nodes' fault-injection hook
+    /// cuts replication links only) or `auto` (namespaces when they can be made).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub net: NetChoice,
     /// How long the workload runs: `30s`, `2m`, `500ms` or seconds.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -111,6 +122,17 @@ pub struct CheckArgs {
     /// Further `replikv serve` flags for every started node, after `--`.
     #[arg(last = true, value_name = "SERVE_FLAGS")]
     pub extra: Vec<String>,
+}
+
+/// `--net`: how partitions are made.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetChoice {
+    /// Namespaces when running as root on Linux and `ip netns add` works, else the hook.
+    Auto,
+    /// Network namespaces; the run fails when they cannot be made.
+    Namespaces,
+    /// The nodes' fault-injection hook, every node on 127.0.0.1.
+    Hook,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or a bare number of seconds.
@@ -170,6 +192,9 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--net namespaces` cannot be had.
+    #[error("--net namespaces: {0}")]
+    Net(String),
 }
 
 impl RunError {
@@ -226,8 +251,10 @@ fn settings(args: CheckArgs) -> Result<Settings, RunError> {
                 ));
             }
         }
-        if args.nodes < 2 && kinds.contains(&FaultKind::Partition) {
-            return usage("--nemesis partition needs at least 2 nodes".to_string());
+        for kind in [FaultKind::Partition, FaultKind::Delay, FaultKind::Loss] {
+            if args.nodes < 2 && kinds.contains(&kind) {
+                return usage(format!("--nemesis {} needs at least 2 nodes", kind.name()));
+            }
         }
     }
     if let Some(rate) = args.rate_max {
@@ -392,7 +419,7 @@ fn node_infos(specs: &[NodeSpec]) -> Vec<NodeInfo> {
         .map(|s| NodeInfo {
             name: s.name.clone(),
             addr: s.addr(),
-            role: if s.upstream_port.is_some() {
+            role: if s.upstream.is_some() {
                 "replica"
             } else {
                 "leader"
@@ -413,27 +440,73 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
     let (stamp, started_at) = utc(started);
     let dir = results_dir(&args.results, &stamp, mode)?;
     let launched = args.targets.is_empty();
+    let started_ns = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // Only the low bits vary between runs; the truncation is the point.
+    let mut tag = crate::rng::Rng::stream(seed, started_ns as u64);
+
+    // Ctrl-C from here on ends the run early through the normal path, which stops the nodes
+    // and removes the network namespaces (also while the cluster is starting).
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let run_over = Arc::clone(&stop_tx);
+    // Installed here, before anything is started, so that no Ctrl-C is missed; `None` when it
+    // cannot be (Ctrl-C then ends the checker and the drop guards are skipped).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let interrupt = tokio::spawn(async move {
+        // Bounded: a person pressing Ctrl-C over and over.
+        for _ in 0..1000 {
+            let Some(signals) = sigint.as_mut() else {
+                return;
+            };
+            if signals.recv().await.is_none() {
+                return;
+            }
+            if *stop_tx.borrow() {
+                say("already ending: the nodes are stopped and the checkers are bounded");
+            } else {
+                say("interrupted: ending the run early, undoing faults and checking what ran");
+            }
+            // Nobody left to tell means the run has ended already.
+            let _ = stop_tx.send(true);
+        }
+    });
 
     // 1. The cluster.
     let mut cluster = None;
+    let mut net = "none (--targets)".to_string();
     let (endpoints, nodes) = if launched {
+        let (network, why) = network(args.net, &mut tag)?;
+        let namespaces = network != Network::Loopback;
+        net = match &network {
+            Network::Loopback => format!("hook: partitions by the nodes' fault hook ({why})"),
+            Network::Namespaces { subnet, .. } => format!(
+                "namespaces: one per node on a bridge, 10.77.{subnet}.0/24; partitions cut \
+                 clients off too ({why})"
+            ),
+        };
         let plan = LaunchPlan {
             exe,
             nodes: args.nodes,
             base_port: args.base_port,
             ack: mode.to_string(),
             fsync: args.fsync.clone(),
-            fault_injection: kinds.contains(&FaultKind::Partition),
+            fault_injection: kinds.iter().any(|k| k.uses_hook(namespaces)),
+            network: network.clone(),
             dir: dir.clone(),
             extra: args.extra.clone(),
         };
         say(&format!(
-            "starting {} nodes on 127.0.0.1:{}.. (mode {mode}, fsync {}); logs in {}",
+            "starting {} nodes on {}:{}.. (mode {mode}, fsync {}); logs in {}",
             args.nodes,
+            network.host(0),
             args.base_port,
             args.fsync,
             dir.display()
         ));
+        say(&format!("network: {net}"));
         let c = LocalCluster::start(plan).await?;
         let infos = node_infos(c.specs());
         let endpoints = Endpoints {
@@ -449,12 +522,6 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
 
     // 2. Workload and nemesis.
     // Unique to this run, so that values left by another run are never read as this run's.
-    let started_ns = started
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    // Only the low bits vary between runs; the truncation is the point.
-    let mut tag = crate::rng::Rng::stream(seed, started_ns as u64);
     let key_prefix = format!("t{:08x}:", tag.next_u64() & 0xffff_ffff);
     let wcfg = Arc::new(WorkloadConfig {
         clients: args.clients,
@@ -465,24 +532,6 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         ack: mode.to_string(),
         seed,
         key_prefix: key_prefix.clone(),
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let run_over = Arc::clone(&stop_tx);
-    let interrupt = tokio::spawn(async move {
-        // Bounded: a person pressing Ctrl-C over and over.
-        for _ in 0..1000 {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            if *stop_tx.borrow() {
-                say("already ending: the nodes are stopped and the checkers are bounded");
-            } else {
-                say("interrupted: ending the run early, undoing faults and checking what ran");
-            }
-            // Nobody left to tell means the run has ended already.
-            let _ = stop_tx.send(true);
-        }
     });
     let duration = args.duration;
     let edge = Duration::from_secs(1).min(duration / 5);
@@ -536,7 +585,7 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
     if let Some(c) = cluster.as_mut() {
         crashes.extend(c.reap_exited());
         problems.extend(c.undo_all(UNDO_TIMEOUT).await);
-        if kinds.contains(&FaultKind::Partition) {
+        if kinds.iter().any(|k| k.uses_hook(c.uses_namespaces())) {
             if let Err(e) = nemesis::heal_all(c).await {
                 problems.push(format!("final heal: {e}"));
             }
@@ -560,6 +609,9 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
     if let Some(c) = cluster.as_mut() {
         for p in c.stop().await {
             problems.push(format!("stopping: {p}"));
+        }
+        for p in c.remove_netns() {
+            problems.push(format!("removing the network namespaces: {p}"));
         }
         if !args.keep_data {
             let data = dir.join("data");
@@ -617,10 +669,8 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
             fsync: args.fsync.clone(),
             nodes,
             launched,
-            nemesis: kinds
-                .iter()
-                .map(|k| k.event_names().0.to_string())
-                .collect(),
+            nemesis: kinds.iter().map(|k| k.name().to_string()).collect(),
+            net,
             duration_s: duration.as_secs_f64(),
             clients: args.clients,
             keys: args.keys,
@@ -637,6 +687,7 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         ops_by_node,
         latency: report::latency(&history),
         faults: report::fault_counts(&history),
+        fault_params: nemesis_log.params.clone(),
         verdicts,
         availability,
         staleness,
@@ -670,6 +721,38 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         dir.display()
     ));
     Ok(exit_status)
+}
+
+/// How the nodes are networked for `choice`, and why.
+///
+/// # Errors
+/// `--net namespaces` when they cannot be made.
+fn network(choice: NetChoice, rng: &mut crate::rng::Rng) -> Result<(Network, String), RunError> {
+    let pid = std::process::id();
+    let prefix = format!("{}{pid}", launcher::NETNS_PREFIX);
+    if choice == NetChoice::Hook {
+        return Ok((Network::Loopback, "--net hook".to_string()));
+    }
+    if let Err(why) = launcher::netns_available(&prefix) {
+        return match choice {
+            NetChoice::Namespaces => Err(RunError::Net(why)),
+            _ => Ok((Network::Loopback, format!("--net auto: {why}"))),
+        };
+    }
+    let subnet = launcher::free_subnet(pid).map_err(|e| RunError::Net(e.to_string()))?;
+    let secret = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+    let why = match choice {
+        NetChoice::Namespaces => "--net namespaces",
+        _ => "--net auto: root with a working `ip netns`",
+    };
+    Ok((
+        Network::Namespaces {
+            subnet,
+            prefix,
+            secret,
+        },
+        why.to_string(),
+    ))
 }
 
 /// Every checker's verdict on `h`. Linearizability is judged on the leader's reads only (with

@@ -78,6 +78,9 @@ fn fault_colour(kind: &str) -> &'static str {
         "kill" => "#c62828",
         "pause" => "#1565c0",
         "partition" => "#6a1b9a",
+        "delay" => "#ef6c00",
+        "loss" => "#2e7d32",
+        "skew" => "#00838f",
         _ => "#616161",
     }
 }
@@ -186,15 +189,30 @@ pub fn svg(report: &Report, h: &History) -> String {
         esc(&verdicts.join(" · "))
     );
     // Legend.
-    let legend = [
+    let mut legend = vec![
         (OK, "ok", 0.9),
         (FAILED, "failed", 0.9),
         (INDETERMINATE, "indeterminate", 0.9),
-        (fault_colour("kill"), "kill -9", 0.25),
-        (fault_colour("pause"), "pause", 0.25),
-        (fault_colour("partition"), "partition", 0.25),
-        ("#b71c1c", "no op succeeded", 0.5),
     ];
+    // The faults this run chose from (the three classic ones when it names none).
+    for (name, kind, label) in [
+        ("kill", "kill", "kill -9"),
+        ("pause", "pause", "pause"),
+        ("partition", "partition", "partition"),
+        ("delay", "delay", "delay"),
+        ("loss", "loss", "loss"),
+        ("clock", "skew", "clock skew"),
+    ] {
+        let shown = if report.run.nemesis.is_empty() {
+            matches!(name, "kill" | "pause" | "partition")
+        } else {
+            report.run.nemesis.iter().any(|n| n == name)
+        };
+        if shown {
+            legend.push((fault_colour(kind), label, 0.25));
+        }
+    }
+    legend.push(("#b71c1c", "no op succeeded", 0.5));
     let mut lx = LEFT;
     for (fill, label, opacity) in legend {
         let _ = writeln!(
@@ -290,8 +308,15 @@ pub fn svg(report: &Report, h: &History) -> String {
             let what = match span.kind.as_str() {
                 "kill" => "killed (kill -9) until restarted",
                 "pause" => "paused (SIGSTOP) until resumed",
-                "partition" => "cut off from every peer until healed",
+                "partition" => "cut off until healed",
+                "delay" => "replication links delayed both ways",
+                "loss" => "replication links dropping at random",
+                "skew" => "wall clock skewed",
                 _ => "fault",
+            };
+            let what = match crate::report::fault_param(report, span) {
+                Some(value) => format!("{what} ({value})"),
+                None => what.to_string(),
             };
             let _ = writeln!(
                 s,

@@ -19,6 +19,14 @@
 //!   loss as a link drop reaches the same recovery path (reconnect and fetch from the own last
 //!   position) without the detour. Heartbeats and acks are frames too, so an idle link is
 //!   dropped as well, about once per `1/loss` heartbeats.
+//! - **clock_skew_ms**: this node's wall clock (`crate::now_ms`) runs this many milliseconds
+//!   ahead (negative: behind) of the system clock, at most [`CLOCK_SKEW_MS_MAX`] either way.
+//!   It moves what the node derives from wall time: key expiry and TTLs, the staleness
+//!   estimate behind `REPLIKV STALENESS` (a replica compares its clock with the leader's
+//!   timestamps), the leader time it ships to replicas, and the wall-clock deadlines of
+//!   waiting writes. The offset is process-wide, set with the spec and cleared when it is
+//!   healed; it is never non-zero on a node without fault injection. `TIME` and the start
+//!   time in `INFO` read the system clock and are not skewed.
 //!
 //! Client connections, `--replica-writes forward` connections and the admin port are never
 //! affected.
@@ -37,6 +45,8 @@ use tokio::time::Instant;
 pub const ALL_PEERS: &str = "*";
 /// Longest delay that may be set, ms.
 pub const DELAY_MS_MAX: u64 = 60_000;
+/// Largest clock skew that may be set either way, ms (one hour).
+pub const CLOCK_SKEW_MS_MAX: i64 = 3_600_000;
 /// Most peers named in one fault setting (each list counted alone).
 pub const FAULT_PEERS_MAX: usize = 1024;
 /// Longest peer name (the node id limit).
@@ -58,6 +68,10 @@ pub struct FaultSpec {
     /// Probability, from 0 to 1, that a frame received from a peer drops the whole link.
     #[serde(default)]
     pub loss: BTreeMap<String, f64>,
+    /// Milliseconds this node's wall clock is shifted by, from -[`CLOCK_SKEW_MS_MAX`] to
+    /// [`CLOCK_SKEW_MS_MAX`]; 0 for none.
+    #[serde(default)]
+    pub clock_skew_ms: i64,
 }
 
 /// Why a fault setting was refused.
@@ -90,6 +104,9 @@ pub enum FaultSpecError {
         /// The probability asked for, as text (it may be NaN).
         p: String,
     },
+    /// A clock skew is too large.
+    #[error("clock_skew_ms is {0}; at most {CLOCK_SKEW_MS_MAX} either way is allowed")]
+    ClockSkew(i64),
 }
 
 impl FaultSpec {
@@ -137,6 +154,9 @@ impl FaultSpec {
                 });
             }
         }
+        if !(-CLOCK_SKEW_MS_MAX..=CLOCK_SKEW_MS_MAX).contains(&self.clock_skew_ms) {
+            return Err(FaultSpecError::ClockSkew(self.clock_skew_ms));
+        }
         Ok(())
     }
 
@@ -162,7 +182,10 @@ impl FaultSpec {
 
     /// Whether nothing is in force.
     pub fn is_empty(&self) -> bool {
-        self.block.is_empty() && self.delay_ms.is_empty() && self.loss.is_empty()
+        self.block.is_empty()
+            && self.delay_ms.is_empty()
+            && self.loss.is_empty()
+            && self.clock_skew_ms == 0
     }
 }
 
@@ -206,7 +229,8 @@ impl Faults {
         self.spec.borrow().clone()
     }
 
-    /// Replaces the faults in force; links to newly blocked peers close at once.
+    /// Replaces the faults in force; links to newly blocked peers close at once, and the
+    /// process's clock skew becomes the spec's.
     ///
     /// # Errors
     /// The setting is out of bounds (nothing changes).
@@ -219,12 +243,16 @@ impl Faults {
             "fault injection is off; nothing may set faults"
         );
         spec.validate()?;
+        crate::set_clock_skew_ms(spec.clock_skew_ms);
         self.spec.send_replace(spec);
         Ok(())
     }
 
-    /// Removes every fault.
+    /// Removes every fault, the clock skew too.
     pub fn heal(&self) {
+        if self.enabled {
+            crate::set_clock_skew_ms(0);
+        }
         self.spec.send_replace(FaultSpec::default());
     }
 
@@ -453,12 +481,49 @@ mod tests {
                     ..FaultSpec::default()
                 },
             ),
+            (
+                "clock_skew_ms",
+                FaultSpec {
+                    clock_skew_ms: CLOCK_SKEW_MS_MAX + 1,
+                    ..FaultSpec::default()
+                },
+            ),
+            (
+                "clock_skew_ms",
+                FaultSpec {
+                    clock_skew_ms: i64::MIN,
+                    ..FaultSpec::default()
+                },
+            ),
         ];
         for (needle, spec) in bad {
             let err = f.set(spec.clone()).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
             assert_eq!(f.spec(), before);
         }
+    }
+
+    #[test]
+    fn clock_skew_is_bounded_both_ways_and_counts_as_a_fault() {
+        // Validation only: setting a skew would shift the clock of every test in this process.
+        for ms in [-CLOCK_SKEW_MS_MAX, -1, 1, CLOCK_SKEW_MS_MAX] {
+            let spec = FaultSpec {
+                clock_skew_ms: ms,
+                ..FaultSpec::default()
+            };
+            assert_eq!(spec.validate(), Ok(()), "{ms}");
+            assert!(!spec.is_empty(), "{ms}");
+        }
+        for ms in [CLOCK_SKEW_MS_MAX + 1, -CLOCK_SKEW_MS_MAX - 1, i64::MAX] {
+            let spec = FaultSpec {
+                clock_skew_ms: ms,
+                ..FaultSpec::default()
+            };
+            assert_eq!(spec.validate(), Err(FaultSpecError::ClockSkew(ms)));
+        }
+        let spec: FaultSpec = serde_json::from_str(r#"{"clock_skew_ms": -2500}"#).unwrap();
+        assert_eq!(spec.clock_skew_ms, -2500);
+        assert!(serde_json::from_str::<FaultSpec>(r#"{"clock_skew_ms": 1.5}"#).is_err());
     }
 
     #[test]

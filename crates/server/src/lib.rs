@@ -6,7 +6,7 @@
 //! - [`log_writer`]: group commit (`fsync = always`) or inline writes (`fsync = interval`).
 //! - [`conn`]: client connections (RESP2/RESP3, pipelining, connection commands).
 //! - [`admin`]: `/health`, `/status`, `/metrics`.
-//! - [`info`]: `INFO` and `CONFIG GET` text.
+//! - [`info`](mod@info): `INFO` and `CONFIG GET` text.
 //! - [`shared`], [`stats`]: what connections share, and the published counters.
 //! - [`socket`]: client sockets driven with one read and one write per request.
 //! - [`peer_link`], [`link_serve`], [`link_follow`], [`feed`], [`repl_state`], [`meta`]:
@@ -42,17 +42,36 @@ use crate::node::{Fatal, Node};
 use crate::repl_state::{Positions, ReplShared, ReplStatus, FEED_BYTES_MAX};
 use crate::shared::Shared;
 use crate::stats::Stats;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+/// The injected clock skew of this process, ms: what [`now_ms`] adds to the system clock.
+/// Non-zero only while a node with fault injection on has a `clock_skew_ms` fault in force
+/// ([`faults::Faults::set`], which refuses unless fault injection is on, sets it; healing
+/// clears it). Process-wide: every node of one process shares it.
+static CLOCK_SKEW_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it), shifted by the
+/// injected clock skew (tests only, see [`clock_skew_ms`]).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_millis() as u64);
+    real.saturating_add_signed(CLOCK_SKEW_MS.load(Ordering::Relaxed))
+}
+
+/// The clock skew [`now_ms`] applies, ms (0 unless fault injection set one).
+pub fn clock_skew_ms() -> i64 {
+    CLOCK_SKEW_MS.load(Ordering::Relaxed)
+}
+
+/// Sets the clock skew [`now_ms`] applies; only [`faults::Faults`] calls this, after checking
+/// that fault injection is on and the skew within [`faults::CLOCK_SKEW_MS_MAX`].
+pub(crate) fn set_clock_skew_ms(skew_ms: i64) {
+    CLOCK_SKEW_MS.store(skew_ms, Ordering::Relaxed);
 }
 
 /// Why a node could not run.

@@ -155,7 +155,7 @@ fn sync_keeps_every_acknowledged_write_and_reads_linearizable_under_kill_and_pau
 
 #[test]
 fn partitions_are_injected_through_the_fault_hook_and_healed() {
-    eprintln!("phase: a short sync run that only partitions nodes");
+    eprintln!("phase: a short sync run that only partitions nodes, through the fault hook");
     let results = tempfile::tempdir().expect("temporary directory");
     let out = check(
         results.path(),
@@ -164,6 +164,8 @@ fn partitions_are_injected_through_the_fault_hook_and_healed() {
             "3",
             "--mode",
             "sync",
+            "--net",
+            "hook",
             "--nemesis",
             "partition",
             "--duration",
@@ -184,6 +186,133 @@ fn partitions_are_injected_through_the_fault_hook_and_healed() {
     assert!(
         problems.is_empty(),
         "faults not injected or undone: {problems:?}"
+    );
+    assert!(
+        report["run"]["net"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("hook"),
+        "{}",
+        report["run"]
+    );
+}
+
+#[test]
+fn delay_loss_and_clock_skew_are_injected_with_their_strength_and_undone() {
+    eprintln!("phase: a short sync run with delays, losses and clock skews only");
+    let results = tempfile::tempdir().expect("temporary directory");
+    let out = check(
+        results.path(),
+        &[
+            "--nodes",
+            "3",
+            "--mode",
+            "sync",
+            "--nemesis",
+            "delay,loss,clock",
+            "--duration",
+            "10",
+            "--clients",
+            "4",
+            "--keys",
+            "4",
+            "--seed",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    eprintln!("phase: every fault started, ended and shows its strength");
+    let report = assert_report(&run_dir(results.path()), &[]);
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(
+        problems.is_empty(),
+        "faults not injected or undone: {problems:?}"
+    );
+    let faults = report["faults"].as_object().expect("fault counts");
+    let injected: u64 = faults.values().filter_map(serde_json::Value::as_u64).sum();
+    assert!(injected >= 2, "too few faults: {faults:?}");
+    for kind in faults.keys() {
+        assert!(["delay", "loss", "skew"].contains(&kind.as_str()), "{kind}");
+    }
+    let params = report["fault_params"].as_array().expect("fault_params");
+    assert_eq!(params.len() as u64, injected, "{params:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" ms ") || stdout.contains('%'), "{stdout}");
+}
+
+/// Whether this process is root and can make network namespaces; why not otherwise.
+fn netns_usable() -> Result<(), String> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".to_string());
+    }
+    match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`ip netns list` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) => Err(format!("cannot run `ip`: {e}")),
+    }
+}
+
+#[test]
+fn partitions_by_network_namespaces_cut_nodes_off_and_leave_nothing_behind() {
+    if let Err(why) = netns_usable() {
+        eprintln!("skipped: network namespaces need root and a working `ip netns` ({why})");
+        return;
+    }
+    eprintln!("phase: a short sync run whose partitions take a node's bridge port down");
+    let results = tempfile::tempdir().expect("temporary directory");
+    let child = Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .arg("check")
+        .args(["--nodes", "3", "--mode", "sync", "--net", "namespaces"])
+        .args(["--nemesis", "partition", "--duration", "6s", "--seed", "3"])
+        .args(["--clients", "4", "--keys", "4"])
+        .args([
+            "--results",
+            results.path().to_str().expect("utf-8 temp path"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run replikv check");
+    let prefix = format!("rkc{}", child.id());
+    let out = child.wait_with_output().expect("wait for replikv check");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = assert_report(&run_dir(results.path()), &["partition"]);
+    assert!(
+        report["run"]["net"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("namespaces"),
+        "{}",
+        report["run"]
+    );
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(problems.is_empty(), "{problems:?}");
+    let leader = report["run"]["nodes"][0]["addr"].as_str().unwrap_or("");
+    assert!(leader.starts_with("10.77."), "{leader}");
+
+    eprintln!("phase: no namespace or link of the run is left");
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let left = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !left.lines().any(|l| l.starts_with(&format!("{prefix}-"))),
+        "left behind:\n{left}"
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link show");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&format!("{prefix}h")),
+        "left behind:\n{links}"
     );
 }
 

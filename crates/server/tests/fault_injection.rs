@@ -137,7 +137,7 @@ fn heal(node: &Server) {
     let state: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         state,
-        serde_json::json!({"block": [], "delay_ms": {}, "loss": {}})
+        serde_json::json!({"block": [], "delay_ms": {}, "loss": {}, "clock_skew_ms": 0})
     );
 }
 
@@ -189,7 +189,10 @@ fn blocking_a_peer_stops_replication_both_ways_and_healing_restores_it() {
     let (code, body) = leader.http("GET", "/faults", None);
     assert_eq!(
         (code, body.as_str()),
-        (200, r#"{"block":[],"delay_ms":{},"loss":{}}"#)
+        (
+            200,
+            r#"{"block":[],"delay_ms":{},"loss":{},"clock_skew_ms":0}"#
+        )
     );
 
     eprintln!("phase: the leader blocks the replica: its link closes and new ones are refused");
@@ -277,6 +280,10 @@ fn blocking_a_peer_stops_replication_both_ways_and_healing_restores_it() {
         (r#"{"loss": {"x": 2}}"#, "probability from 0 to 1"),
         (r#"{"delay_ms": {"x": 3600000}}"#, "at most 60000"),
         (r#"{"block": ["has space"]}"#, "not a node id"),
+        (
+            r#"{"clock_skew_ms": 3600001}"#,
+            "at most 3600000 either way",
+        ),
     ];
     for (json, needle) in bad {
         let (code, body) = leader.http("POST", "/faults", Some(json));
@@ -284,7 +291,10 @@ fn blocking_a_peer_stops_replication_both_ways_and_healing_restores_it() {
         assert!(body.contains(needle), "{json}: {body}");
     }
     let (_, body) = leader.http("GET", "/faults", None);
-    assert_eq!(body, r#"{"block":[],"delay_ms":{"x":5},"loss":{}}"#);
+    assert_eq!(
+        body,
+        r#"{"block":[],"delay_ms":{"x":5},"loss":{},"clock_skew_ms":0}"#
+    );
 }
 
 #[test]
@@ -292,14 +302,90 @@ fn without_the_flag_there_is_no_faults_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     // The test setting alone enables nothing.
     let node = Server::start_with_env(dir.path(), &[], &[TESTING]);
-    for method in ["GET", "POST", "DELETE"] {
-        let body = (method == "POST").then_some(r#"{"block": ["*"]}"#);
+    for (method, body) in [
+        ("GET", None),
+        ("POST", Some(r#"{"block": ["*"]}"#)),
+        ("POST", Some(r#"{"clock_skew_ms": 60000}"#)),
+        ("DELETE", None),
+    ] {
         let (code, text) = node.http(method, "/faults", body);
-        assert_eq!(code, 404, "{method} /faults: {text}");
+        assert_eq!(code, 404, "{method} /faults {body:?}: {text}");
     }
+    // The refused skew changed nothing: a key's TTL still counts from the real clock.
+    set_px(node.port, "k", 100_000);
+    let ttl = pttl(node.port, "k");
+    assert!((95_000..=100_000).contains(&ttl), "PTTL {ttl}");
     let (code, status) = node.http_get("/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["fault_injection"], serde_json::json!(false));
     assert!(!node.log_text().contains("FAULT INJECTION"));
+}
+
+/// `SET key v PX ms` on the node on `port`.
+fn set_px(port: u16, key: &str, ms: u64) {
+    let reply = Resp::connect(port).call(&["SET", key, "v", "PX", &ms.to_string()]);
+    assert_eq!(reply, Frame::Simple("OK".into()), "SET {key} PX {ms}");
+}
+
+/// `PTTL key` on the node on `port`.
+fn pttl(port: u16, key: &str) -> i64 {
+    match Resp::connect(port).call(&["PTTL", key]) {
+        Frame::Integer(n) => n,
+        other => panic!("PTTL {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn clock_skew_moves_ttls_and_healing_restores_the_clock() {
+    // A key's deadline is fixed in wall time when it is written; a skewed clock moves its
+    // remaining TTL by the skew, which is how skew reaches expiry and bounded staleness.
+    const TTL_MS: i64 = 600_000;
+    const SKEW_MS: i64 = 200_000;
+    // Far more than the time the test's own steps take, far less than the skew.
+    const SLACK_MS: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Server::start_with_env(dir.path(), &["--fault-injection"], &[TESTING]);
+    let p = node.port;
+    set_px(p, "k", TTL_MS.unsigned_abs());
+    let near = |got: i64, want: i64| (want - SLACK_MS..=want).contains(&got);
+    assert!(near(pttl(p, "k"), TTL_MS), "PTTL {}", pttl(p, "k"));
+
+    eprintln!("phase: the clock runs ahead: the key has {SKEW_MS} ms less to live");
+    let state = post_faults(&node, &format!(r#"{{"clock_skew_ms": {SKEW_MS}}}"#));
+    assert_eq!(state["clock_skew_ms"], serde_json::json!(SKEW_MS));
+    let ttl = pttl(p, "k");
+    assert!(
+        near(ttl, TTL_MS - SKEW_MS),
+        "PTTL {ttl} with skew +{SKEW_MS}"
+    );
+
+    eprintln!("phase: the clock runs behind: the key has {SKEW_MS} ms more to live");
+    post_faults(&node, &format!(r#"{{"clock_skew_ms": -{SKEW_MS}}}"#));
+    let ttl = pttl(p, "k");
+    assert!(
+        near(ttl, TTL_MS + SKEW_MS),
+        "PTTL {ttl} with skew -{SKEW_MS}"
+    );
+
+    eprintln!("phase: a skew past the key's deadline expires it; healing brings it back");
+    post_faults(
+        &node,
+        &format!(r#"{{"clock_skew_ms": {}}}"#, TTL_MS + SKEW_MS),
+    );
+    assert_eq!(
+        pttl(p, "k"),
+        -2,
+        "the key outlived a clock past its deadline"
+    );
+    heal(&node);
+    let ttl = pttl(p, "k");
+    // Active expiry may have deleted it while the clock was ahead; if not, its TTL is whole.
+    assert!(ttl == -2 || near(ttl, TTL_MS), "PTTL {ttl} after healing");
+    set_px(p, "j", TTL_MS.unsigned_abs());
+    let ttl = pttl(p, "j");
+    assert!(
+        near(ttl, TTL_MS),
+        "PTTL {ttl} of a key written after healing"
+    );
 }
