@@ -1,7 +1,7 @@
 //! `replikv check`: one run against a real cluster, from launch to verdict.
 //!
 //! 1. Start a local cluster ([`crate::launcher`]) or find the leader among `--targets`.
-//! 2. Run the [workload](crate::workload) for `--duration` while the [nemesis](crate::nemesis)
+//! 2. Run the [workload] for `--duration` while the [nemesis]
 //!    injects faults; Ctrl-C ends this phase early.
 //! 3. Undo every fault, wait (bounded) for the replicas to apply the leader's position, and read
 //!    every key on every node ([`History::final_reads`]).

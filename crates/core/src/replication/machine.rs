@@ -13,7 +13,7 @@
 //! - a write in a mode that needs replicas starts only once enough are in sync, in order
 //!   behind the writes already waiting, and fails with `NOREPLICAS` after the timeout;
 //! - a replica takes no client writes, only entries its upstream sends that pass
-//!   [`check_entries`](super::check_entries).
+//!   [`check_entries`].
 
 use super::ack::AckMode;
 use super::follower::{check_entries, EntriesRefusal};
