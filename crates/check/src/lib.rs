@@ -12,6 +12,8 @@
 //! - [`workload`]: the concurrent clients and what they record; [`resp`]: their RESP client.
 //! - [`nemesis`]: fault injection (kill -9, pause, partition) on a [`launcher`] cluster.
 //! - [`report`] and [`timeline`]: the terminal table, `report.json`, `timeline.svg`.
+//! - [`sim`]: `replikv sim`, a deterministic simulator that drives the real replication state
+//!   machines over a simulated network, clock and disk, one seed per run.
 //!
 //! ```sh
 //! replikv check --nodes 3 --mode sync --nemesis kill,pause,partition --duration 30s
@@ -27,6 +29,7 @@ pub mod report;
 pub mod resp;
 pub mod rng;
 pub mod run;
+pub mod sim;
 pub mod timeline;
 pub mod workload;
 

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use replikv_check::run::CheckArgs;
+use replikv_check::sim::cli::SimArgs;
 use replikv_server::cluster::{self, ClusterArgs};
 use replikv_server::config::{Config, ServeArgs};
 use std::process::ExitCode;
@@ -41,6 +42,12 @@ enum Cmd {
     /// non-monotonic reads and unavailability. Writes report.json, history.json and
     /// timeline.svg; exits 1 when a property the mode promises is violated.
     Check(CheckArgs),
+    /// Simulate: run the real replication state machines of a cluster over a simulated
+    /// network, clock and disk, one seed per run, with crashes, partitions, closed links,
+    /// delay spikes and operator failover; check the commit rule, log matching, convergence,
+    /// lost writes and linearizability. The same seed replays the same run; exits 1 when a
+    /// run broke a property.
+    Sim(SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(args)) => serve(&args),
         Some(Cmd::Cluster(args)) => run_cluster(args),
         Some(Cmd::Check(args)) => run_check(args),
+        Some(Cmd::Sim(args)) => ExitCode::from(replikv_check::sim::cli::main(args)),
         None => serve(&cli.serve),
     }
 }

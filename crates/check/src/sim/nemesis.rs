@@ -1,0 +1,315 @@
+//! Faults and the operator: crashes and restarts, partitions, closed links, delay spikes, and
+//! failover by promoting the most up-to-date replica while the leader is down.
+
+use super::event::Event;
+use super::world::{Live, World, TICK_MS};
+use crate::history::{FaultEvent, Outcome};
+use replikv_core::replication::{Machine, MachineConfig};
+use replikv_core::Epoch;
+
+/// Gap between two faults, ms.
+const FAULT_GAP_MS: (u64, u64) = (300, 1_500);
+/// How long a crashed node stays down, ms.
+const DOWN_MS: (u64, u64) = (300, 3_000);
+/// How long a partition lasts, ms.
+const PARTITION_MS: (u64, u64) = (100, 3_000);
+/// How long a delay spike lasts, ms.
+const SPIKE_MS: (u64, u64) = (200, 2_000);
+/// How long the operator waits, after the leader went down, before promoting, ms.
+const PROMOTE_AFTER_MS: (u64, u64) = (1_000, 2_000);
+/// How often the operator looks again when no replica could be promoted, ms.
+const PROMOTE_RETRY_MS: u64 = 500;
+
+impl World {
+    fn record_fault(&mut self, kind: &str, node: Option<usize>) {
+        *self.report.faults.entry(kind.to_string()).or_insert(0) += 1;
+        let nodes = node
+            .and_then(|n| self.nodes.get(n))
+            .map(|n| vec![n.name.clone()])
+            .unwrap_or_default();
+        self.note(|| format!("fault {kind} {nodes:?}"));
+        self.history.faults.push(FaultEvent {
+            at_us: self.now_ms * 1000,
+            kind: kind.to_string(),
+            nodes,
+        });
+    }
+
+    pub(super) fn on_fault(&mut self) {
+        if !self.faults_active {
+            return;
+        }
+        let f = self.cfg.faults;
+        let kinds: Vec<&str> = [
+            (f.crash, "crash"),
+            (f.partition, "partition"),
+            (f.loss, "loss"),
+            (f.delay, "delay"),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+        if !kinds.is_empty() {
+            let kind = kinds[self.rng_nemesis.index(kinds.len())];
+            match kind {
+                "crash" => self.fault_crash(),
+                "partition" => self.fault_partition(),
+                "loss" => self.fault_loss(),
+                _ => self.fault_delay(),
+            }
+        }
+        let at = self.now_ms + self.rng_nemesis.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1);
+        self.schedule(at, Event::Fault);
+    }
+
+    fn fault_crash(&mut self) {
+        let nodes = self.nodes.len();
+        let down = self.nodes.iter().filter(|n| n.live.is_none()).count();
+        // A majority stays up, so the cluster can make progress in every mode.
+        if nodes < 2 || down >= ((nodes - 1) / 2).max(1) {
+            return;
+        }
+        let up: Vec<usize> = (0..nodes)
+            .filter(|i| self.nodes[*i].live.is_some())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let node = up[self.rng_nemesis.index(up.len())];
+        self.crash(node);
+        let at = self.now_ms + self.rng_nemesis.between(DOWN_MS.0, DOWN_MS.1);
+        self.schedule(at, Event::Restart { node });
+    }
+
+    /// Crashes `node`: unsynced entries are lost, its links reset, its clients' operations
+    /// become indeterminate.
+    pub(super) fn crash(&mut self, node: usize) {
+        self.record_fault("crash", Some(node));
+        let n = &mut self.nodes[node];
+        n.live = None;
+        n.disk.crash();
+        n.matched_len = n.matched_len.min(n.disk.entries.len());
+        let conns: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && (c.follower == node || c.upstream == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            // The process is gone; its kernel resets the connection.
+            self.close_conn(conn, node, "crashed");
+        }
+        let waiting: Vec<(usize, u64)> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                c.outstanding
+                    .filter(|(_, n)| *n == node)
+                    .map(|(op, _)| (i, op))
+            })
+            .collect();
+        for (client, op) in waiting {
+            let at = self.now_ms + self.delay();
+            self.schedule(
+                at,
+                Event::Reply {
+                    client,
+                    op,
+                    outcome: Outcome::Indeterminate {
+                        error: "connection reset: the node crashed".into(),
+                    },
+                    token: None,
+                },
+            );
+        }
+        if node == self.leader && self.cfg.faults.promote {
+            let at = self.now_ms
+                + self
+                    .rng_nemesis
+                    .between(PROMOTE_AFTER_MS.0, PROMOTE_AFTER_MS.1);
+            self.schedule(at, Event::PromoteCheck);
+        }
+    }
+
+    /// Starts (or restarts) `node` from its disk, as the real node's recovery does: replay
+    /// the synced log; a leader starts a new epoch; a replica follows the current leader.
+    pub(super) fn restart(&mut self, node: usize) {
+        if self.nodes[node].live.is_some() {
+            return;
+        }
+        if self.nodes[node].inc > 0 {
+            self.record_fault("restart", Some(node));
+        }
+        let leads = node == self.leader;
+        let config = MachineConfig {
+            default_ack: self.cfg.mode,
+            write_ack_timeout_ms: self.cfg.write_ack_timeout_ms,
+            replica_lag_max_ms: self.cfg.replica_lag_max_ms,
+            cluster_size: u32::try_from(self.cfg.nodes).unwrap_or(u32::MAX),
+            payload_bytes_max: usize::MAX,
+            commit_rule: self.cfg.commit_rule,
+        };
+        let leader = self.leader;
+        let n = &mut self.nodes[node];
+        n.inc += 1;
+        let (store, last) = n.disk.recover();
+        // Followers may hold entries of the old epoch that this node lost (shipped before its
+        // own fsync): a new epoch tells them apart from the ones it writes now.
+        let seen = n.meta.epoch.max(last.epoch.0);
+        let epoch = if leads { seen + 1 } else { seen.max(1) };
+        n.meta.epoch = epoch;
+        let machine = Machine::new(store, last, Epoch(epoch), leads, config);
+        n.live = Some(Live {
+            machine,
+            upstream: (!leads).then_some(leader),
+            follow: None,
+            serves: std::collections::BTreeMap::new(),
+            fsync_running: false,
+            ticks: 0,
+            reconnect_armed: false,
+        });
+        let inc = n.inc;
+        self.note(|| format!("n{node} starts at {last}, epoch {epoch}, leads: {leads}"));
+        let at = self.now_ms + TICK_MS;
+        self.schedule(at, Event::Tick { node, inc });
+        if !leads {
+            let at = self.now_ms + self.delay();
+            if let Some(live) = self.nodes[node].live.as_mut() {
+                live.reconnect_armed = true;
+            }
+            self.schedule(at, Event::Reconnect { node, inc });
+        }
+    }
+
+    fn fault_partition(&mut self) {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].isolated_until_ms <= self.now_ms)
+            .collect();
+        if candidates.is_empty() || self.nodes.len() < 2 {
+            return;
+        }
+        let node = candidates[self.rng_nemesis.index(candidates.len())];
+        let until = self.now_ms + self.rng_nemesis.between(PARTITION_MS.0, PARTITION_MS.1);
+        self.nodes[node].isolated_until_ms = until;
+        self.record_fault("partition", Some(node));
+        self.schedule(until, Event::Heal { node });
+    }
+
+    fn fault_loss(&mut self) {
+        let open: Vec<(u64, usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open)
+            .map(|(id, c)| (*id, c.follower, c.upstream))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let (conn, follower, upstream) = open[self.rng_nemesis.index(open.len())];
+        let by = if self.rng_nemesis.below(2) == 0 {
+            follower
+        } else {
+            upstream
+        };
+        self.record_fault("loss", Some(by));
+        // Only a live end can notice a bad frame.
+        if self.nodes[by].live.is_some() {
+            self.close_conn(conn, by, "a frame was lost or corrupt");
+        }
+    }
+
+    fn fault_delay(&mut self) {
+        let until = self.now_ms + self.rng_nemesis.between(SPIKE_MS.0, SPIKE_MS.1);
+        self.spike_until_ms = self.spike_until_ms.max(until);
+        self.record_fault("delay", None);
+    }
+
+    /// The operator's failover: while the leader is down, promote the live replica whose
+    /// durable log ends highest in `(epoch, lsn)`, provided no other replica (down ones
+    /// included) holds more; otherwise look again later.
+    pub(super) fn on_promote_check(&mut self) {
+        if !self.faults_active || self.nodes[self.leader].live.is_some() {
+            return;
+        }
+        let leader = self.leader;
+        let best_anywhere = (0..self.nodes.len())
+            .filter(|i| *i != leader)
+            .map(|i| self.nodes[i].disk.synced_last())
+            .max();
+        let candidate = (0..self.nodes.len())
+            .filter(|i| *i != leader && self.nodes[*i].live.is_some())
+            .max_by_key(|i| (self.nodes[*i].disk.synced_last(), usize::MAX - i));
+        match candidate {
+            Some(c) if Some(self.nodes[c].disk.synced_last()) == best_anywhere => self.promote(c),
+            _ => {
+                let at = self.now_ms + PROMOTE_RETRY_MS;
+                self.schedule(at, Event::PromoteCheck);
+            }
+        }
+    }
+
+    /// `REPLICAOF NO ONE` on `node`, then `REPLICAOF node` on every other live node.
+    fn promote(&mut self, node: usize) {
+        self.record_fault("promote", Some(node));
+        self.report.promotions += 1;
+        let max_epoch = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let live = n.live.as_ref().map_or(0, |l| l.machine.epoch().0);
+                n.meta.epoch.max(n.disk.last().epoch.0).max(live)
+            })
+            .max()
+            .unwrap_or(0);
+        let n = &mut self.nodes[node];
+        let Some(live) = n.live.as_mut() else {
+            return;
+        };
+        let mut epoch = n.meta.epoch.max(live.machine.epoch().0) + 1;
+        if self.cfg.fixes.promote_epoch_cluster_wide {
+            epoch = epoch.max(max_epoch + 1);
+        }
+        n.meta.epoch = epoch;
+        live.machine.become_leader(Epoch(epoch));
+        live.upstream = None;
+        let follow = live.follow.as_ref().map(|f| f.conn);
+        self.leader = node;
+        if let Some(conn) = follow {
+            self.close_conn(conn, node, "promoted");
+        }
+        self.note(|| format!("n{node} promoted at epoch {epoch}"));
+        for other in 0..self.nodes.len() {
+            if other == node {
+                continue;
+            }
+            let Some(live) = self.nodes[other].live.as_mut() else {
+                continue;
+            };
+            live.machine.become_replica();
+            live.upstream = Some(node);
+            let follow = live.follow.as_ref().map(|f| f.conn);
+            if let Some(conn) = follow {
+                self.close_conn(conn, other, "the upstream setting changed");
+            }
+            self.settle(other);
+            self.arm_reconnect(other);
+        }
+        self.settle(node);
+    }
+
+    /// Faults stop: partitions and delays end, crashed nodes restart, clients finish.
+    pub(super) fn on_end_faults(&mut self) {
+        self.faults_active = false;
+        self.spike_until_ms = self.now_ms;
+        for n in &mut self.nodes {
+            n.isolated_until_ms = n.isolated_until_ms.min(self.now_ms);
+        }
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].live.is_none() {
+                self.restart(node);
+            }
+        }
+        self.note(|| "faults end; everything heals".to_string());
+    }
+}
