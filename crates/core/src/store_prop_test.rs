@@ -276,9 +276,10 @@ impl Model {
             Op::Incr(k) => {
                 let entry = self.live(name(k), now);
                 let current = match &entry {
+                    // Redis takes only the canonical decimal form: no `+`, no leading zeros.
                     Some(e) => std::str::from_utf8(&e.0)
                         .ok()
-                        .and_then(|s| s.parse::<i64>().ok()),
+                        .and_then(|s| s.parse::<i64>().ok().filter(|n| n.to_string() == s)),
                     None => Some(0),
                 };
                 let Some(n) = current else {
