@@ -108,7 +108,9 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
         .await?;
     info!(upstream = %up, upstream_id = %upstream_id, from = %from, "replication link up");
     link_state(shared, true, Some(upstream_id.clone()), false).await;
-    let (acks_tx, acks_rx) = watch::channel(());
+    // Nothing is acknowledged before the upstream's stream opens (its first `Entries` or
+    // heartbeat): until then this node's log may be one a snapshot is about to replace.
+    let (acks_tx, acks_rx) = watch::channel(false);
     let ack_task = ack_loop(shared, &mut writer, &upstream_id, acks_rx);
     let recv_task = receive_loop(shared, &mut reader, &upstream_id, acks_tx);
     tokio::select! {
@@ -118,13 +120,13 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
     }
 }
 
-/// Sends `Ack`s: at once when this node's durable or applied position moves, and with a
-/// `Downstream` report every heartbeat interval.
+/// Sends `Ack`s once the stream has opened (`streaming` turns true): at once when this node's
+/// durable or applied position moves, and with a `Downstream` report every heartbeat interval.
 async fn ack_loop(
     shared: &Arc<Shared>,
     writer: &mut LinkWriter,
     upstream_id: &str,
-    mut kick: watch::Receiver<()>,
+    mut streaming: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let mut positions = shared.repl.positions.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms));
@@ -136,7 +138,7 @@ async fn ack_loop(
                 if changed.is_err() { return Ok(()); }
                 false
             }
-            changed = kick.changed() => {
+            changed = streaming.changed() => {
                 if changed.is_err() { return Ok(()); }
                 false
             }
@@ -145,6 +147,9 @@ async fn ack_loop(
                 true
             }
         };
+        if !*streaming.borrow_and_update() {
+            continue;
+        }
         let p: Positions = *positions.borrow_and_update();
         let now = (p.durable, p.applied.lsn);
         if report || sent != Some(now) {
@@ -194,7 +199,7 @@ async fn receive_loop(
     shared: &Arc<Shared>,
     reader: &mut LinkReader,
     upstream_id: &str,
-    acks: watch::Sender<()>,
+    streaming: watch::Sender<bool>,
 ) -> Result<(), LinkError> {
     let mut incoming: Option<Incoming> = None;
     let silence_max = Duration::from_millis(
@@ -217,7 +222,7 @@ async fn receive_loop(
                     ));
                 }
                 replicate(shared, epoch, prev, records, None).await?;
-                acks.send_replace(());
+                streaming.send_replace(true);
             }
             PeerMessage::Heartbeat {
                 epoch,
@@ -226,6 +231,7 @@ async fn receive_loop(
             } => {
                 let prev = shared.repl.positions().applied;
                 replicate(shared, epoch, prev, Vec::new(), Some(leader_time_ms)).await?;
+                streaming.send_replace(true);
             }
             PeerMessage::SnapshotBegin {
                 pos,
@@ -328,7 +334,6 @@ async fn receive_loop(
                     LinkError::Protocol(format!("cannot install the snapshot: {e}"))
                 })?;
                 link_state(shared, true, None, false).await;
-                acks.send_replace(());
             }
             PeerMessage::Refuse { reason } => return Err(LinkError::Refused(reason)),
             other => {

@@ -16,6 +16,7 @@ use replikv_core::{Epoch, LogPosition, Lsn, Store};
 use replikv_proto::{PeerMessage, PeerRecord};
 use replikv_storage::{LogCursor, LogRecord, WalError};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -28,6 +29,9 @@ const ENTRIES_BATCH_BYTES: usize = 1 << 20;
 const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 /// Bytes queued for the socket past which the link stops reading the log until it drains.
 const SEND_QUEUE_BYTES_MAX: usize = 4 << 20;
+/// The next follower link's number: the node tells a follower's links apart by it, so the end
+/// of an old link, or an ack it carried, never touches a newer one.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one follower until the link fails or the node stops. `buffered` holds the bytes
 /// already read from the socket (the start of the first frame).
@@ -89,22 +93,26 @@ async fn follow_session(
         r = start_session(shared, id, peer, reader, writer) => r?,
         e = faults.until_blocked(id) => return Err(e),
     };
+    let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
     shared
         .node
         .send(NodeMsg::FollowerUp {
             id: id.to_string(),
             addr,
-            from: prev.lsn,
+            link,
         })
         .await;
     // A block set meanwhile ends the stream at once; the follower is then marked down.
     let result = tokio::select! {
-        r = stream(shared, id, reader, writer, prev) => r,
+        r = stream(shared, id, link, reader, writer, prev) => r,
         e = faults.until_blocked(id) => Err(e),
     };
     shared
         .node
-        .send(NodeMsg::FollowerDown { id: id.to_string() })
+        .send(NodeMsg::FollowerDown {
+            id: id.to_string(),
+            link,
+        })
         .await;
     result
 }
@@ -241,6 +249,7 @@ async fn send_snapshot(
 async fn stream(
     shared: &Arc<Shared>,
     id: &str,
+    link: u64,
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
     mut prev: LogPosition,
@@ -255,6 +264,17 @@ async fn stream(
         (shared.config.heartbeat_ms * 50).max(shared.config.replica_lag_max_ms.saturating_mul(2)),
     );
     let mut last_heard = tokio::time::Instant::now();
+    // An empty batch opens the stream: the follower acknowledges nothing before it, so no ack
+    // can report a log that a snapshot on this link is about to replace.
+    {
+        let state = *feed.borrow();
+        writer.queue(&PeerMessage::Entries {
+            epoch: state.epoch,
+            prev,
+            commit: state.commit,
+            records: Vec::new(),
+        })?;
+    }
     loop {
         // Ship everything there is, then wait for more, an ack or the heartbeat.
         let state = *feed.borrow_and_update();
@@ -322,6 +342,7 @@ async fn stream(
                         }
                         shared.node.send(NodeMsg::FollowerAck {
                             id: id.to_string(),
+                            link,
                             durable,
                             applied,
                         }).await;

@@ -1,11 +1,19 @@
-//! What a node keeps about itself beside its data: its id, the history its log belongs to, and
-//! the highest epoch it has seen. One small text file, `node.meta`, replaced atomically.
+//! What a node keeps about itself beside its data: its id, the history its log belongs to, the
+//! highest epoch it has seen, and whether it led that history when it last ran. One small text
+//! file, `node.meta`, replaced atomically.
 //!
 //! ```text
 //! node_id = 3f9c2a7e1b04d6e8
 //! history = 9a41c07d22e35b10
 //! epoch = 4
+//! role = leader
 //! ```
+//!
+//! A history has one leader: only the node that started it writes in it, so its epochs never
+//! repeat within it, which is what lets an upstream tell a follower's log is a prefix of its
+//! own by the epoch of one entry (see `plan_fetch`). A node that starts leading and did not
+//! lead its history before (a promoted replica) starts a new history; a file without a `role`
+//! line counts as a replica's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +29,8 @@ pub struct NodeMeta {
     pub history: u64,
     /// The highest epoch seen (fencing).
     pub epoch: u64,
+    /// Whether this node leads `history` (it started it).
+    pub leads: bool,
 }
 
 /// Reads the file, or makes a fresh identity when there is none.
@@ -36,6 +46,7 @@ pub fn load(dir: &Path) -> Result<NodeMeta, String> {
                 node_id: random_hex().map_err(|e| format!("cannot draw a node id: {e}"))?,
                 history: 0,
                 epoch: 0,
+                leads: false,
             })
         }
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
@@ -45,6 +56,7 @@ pub fn load(dir: &Path) -> Result<NodeMeta, String> {
         node_id: String::new(),
         history: 0,
         epoch: 0,
+        leads: false,
     };
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (key, value) = line.split_once('=').ok_or_else(|| bad(line))?;
@@ -53,6 +65,13 @@ pub fn load(dir: &Path) -> Result<NodeMeta, String> {
             "node_id" => meta.node_id = value.to_string(),
             "history" => meta.history = u64::from_str_radix(value, 16).map_err(|_| bad(line))?,
             "epoch" => meta.epoch = value.parse().map_err(|_| bad(line))?,
+            "role" => {
+                meta.leads = match value {
+                    "leader" => true,
+                    "replica" => false,
+                    _ => return Err(bad(line)),
+                }
+            }
             _ => return Err(bad(line)),
         }
     }
@@ -70,8 +89,11 @@ pub fn store(dir: &Path, meta: &NodeMeta) -> Result<(), String> {
     let path = dir.join(FILE);
     let tmp: PathBuf = dir.join(format!("{FILE}.tmp"));
     let text = format!(
-        "node_id = {}\nhistory = {:016x}\nepoch = {}\n",
-        meta.node_id, meta.history, meta.epoch
+        "node_id = {}\nhistory = {:016x}\nepoch = {}\nrole = {}\n",
+        meta.node_id,
+        meta.history,
+        meta.epoch,
+        if meta.leads { "leader" } else { "replica" }
     );
     let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
@@ -116,9 +138,25 @@ mod tests {
             node_id: "node1".into(),
             history: 0xdead_beef,
             epoch: 7,
+            leads: true,
         };
         store(dir.path(), &meta).unwrap();
         assert_eq!(load(dir.path()).unwrap(), meta);
+        let replica = NodeMeta {
+            leads: false,
+            ..meta
+        };
+        store(dir.path(), &replica).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), replica);
+        std::fs::write(
+            dir.path().join(FILE),
+            "node_id = a\nhistory = 10\nepoch = 2\n",
+        )
+        .unwrap();
+        assert!(!load(dir.path()).unwrap().leads, "no role: a replica's");
+        std::fs::write(dir.path().join(FILE), "node_id = a\nrole = boss\n").unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.contains("bad line `role = boss`"), "{err}");
         std::fs::write(dir.path().join(FILE), "node_id = a\nepoch = x\n").unwrap();
         let err = load(dir.path()).unwrap_err();
         assert!(err.contains("bad line `epoch = x`"), "{err}");

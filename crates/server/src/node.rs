@@ -101,13 +101,15 @@ pub enum NodeMsg {
         id: String,
         /// Its client address.
         addr: String,
-        /// Where it starts.
-        from: Lsn,
+        /// The link's number, unique in this process.
+        link: u64,
     },
     /// A follower reported progress.
     FollowerAck {
         /// Its node id.
         id: String,
+        /// The link it came on.
+        link: u64,
         /// Durable LSN.
         durable: Lsn,
         /// Applied LSN.
@@ -124,6 +126,8 @@ pub enum NodeMsg {
     FollowerDown {
         /// Its node id.
         id: String,
+        /// The link that went down.
+        link: u64,
     },
     /// A link needs a snapshot to bootstrap a follower: the store as of a log position.
     SnapshotForFollower {
@@ -350,9 +354,20 @@ impl Node {
         };
         let mut meta_changed = epoch != meta.epoch;
         meta.epoch = epoch;
-        if config.replicaof.is_none() && meta.history == 0 {
+        // A node that leads continues its own history; one that starts leading a history it
+        // did not lead (a replica started without an upstream) starts a new one.
+        let leads = config.replicaof.is_none();
+        if leads && (meta.history == 0 || !meta.leads) {
+            if meta.history != 0 {
+                info!(old = format!("{:016x}", meta.history),
+                    "leading a history this node did not lead: starting a new one (replicas get a full resync)");
+            }
             meta.history = meta::random_u64()
                 .map_err(|e| Fatal::Recovery(format!("cannot draw a history id: {e}")))?;
+            meta_changed = true;
+        }
+        if meta.leads != leads {
+            meta.leads = leads;
             meta_changed = true;
         }
         if meta_changed {
@@ -591,16 +606,18 @@ impl Node {
                 let reply = self.on_set_upstream(upstream);
                 let _ = done.send(reply);
             }
-            NodeMsg::FollowerUp { id, addr, from } => {
-                info!(follower = %id, %addr, from = %from, "follower connected");
-                self.machine.follower_up(&id, &addr, from, now_ms());
+            NodeMsg::FollowerUp { id, addr, link } => {
+                info!(follower = %id, %addr, link, "follower connected");
+                self.machine.follower_up(&id, &addr, link, now_ms());
             }
             NodeMsg::FollowerAck {
                 id,
+                link,
                 durable,
                 applied,
             } => {
-                self.machine.follower_ack(&id, durable, applied, now_ms());
+                self.machine
+                    .follower_ack(&id, link, durable, applied, now_ms());
             }
             NodeMsg::Downstream { via, replicas } => {
                 if replicas.is_empty() {
@@ -609,10 +626,12 @@ impl Node {
                     self.downstream.insert(via, replicas);
                 }
             }
-            NodeMsg::FollowerDown { id } => {
-                info!(follower = %id, "follower disconnected");
-                self.machine.follower_down(&id, now_ms());
-                self.downstream.remove(&id);
+            NodeMsg::FollowerDown { id, link } => {
+                // A link that ends after its follower's newer one came up changes nothing.
+                if self.machine.follower_down(&id, link, now_ms()) {
+                    info!(follower = %id, link, "follower disconnected");
+                    self.downstream.remove(&id);
+                }
             }
             NodeMsg::SnapshotForFollower { done } => {
                 self.flush_records();
@@ -750,24 +769,39 @@ impl Node {
         }
         match &upstream {
             Some(up) => {
+                if self.meta.leads {
+                    let meta = NodeMeta {
+                        leads: false,
+                        ..self.meta.clone()
+                    };
+                    if let Err(e) = meta::store(&self.data_dir, &meta) {
+                        return Reply::error(format!("ERR {e}"));
+                    }
+                    self.meta = meta;
+                }
                 info!(upstream = %up, "following a new upstream");
                 self.machine.become_replica();
                 self.deliver();
             }
             None => {
+                // A promoted replica starts a new history: the old one has one leader, which
+                // may still write in it, in epochs this node has not seen and could repeat.
+                // Its followers get a full resync.
                 let epoch = Epoch(self.meta.epoch.max(self.machine.epoch().0) + 1);
-                if self.meta.history == 0 {
-                    match meta::random_u64() {
-                        Ok(h) => self.meta.history = h,
-                        Err(e) => {
-                            return Reply::error(format!("ERR cannot draw a history id: {e}"))
-                        }
-                    }
-                }
-                self.meta.epoch = epoch.0;
-                if let Err(e) = meta::store(&self.data_dir, &self.meta) {
+                let history = match meta::random_u64() {
+                    Ok(h) => h,
+                    Err(e) => return Reply::error(format!("ERR cannot draw a history id: {e}")),
+                };
+                let meta = NodeMeta {
+                    history,
+                    epoch: epoch.0,
+                    leads: true,
+                    ..self.meta.clone()
+                };
+                if let Err(e) = meta::store(&self.data_dir, &meta) {
                     return Reply::error(format!("ERR {e}"));
                 }
+                self.meta = meta;
                 self.machine.become_leader(epoch);
                 info!(%epoch, "leading");
                 self.link_up = false;

@@ -432,3 +432,113 @@ fn peer_from_a_non_loopback_address_is_refused_without_a_cluster_secret() {
     );
     assert_serves(&node, "after a non-loopback peer");
 }
+
+/// Reads from the link until an `Ack` comes (skipping `Downstream` reports), within `within`;
+/// `None` when none came.
+fn next_ack(link: &mut PeerConn, within: Duration) -> Option<(Lsn, Lsn)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match link.recv(left) {
+            Ok(PeerMessage::Ack {
+                durable, applied, ..
+            }) => return Some((durable, applied)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A follower acknowledges nothing on a link before its upstream opens the stream (finding A
+/// of the simulator): until then its log may be one a snapshot on that link replaces, and an
+/// ack of it would let the upstream count writes the follower will never hold. After a
+/// snapshot it acknowledges the snapshot's position, not the log it had.
+#[test]
+fn a_follower_acknowledges_nothing_before_the_stream_opens() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let _replica = Server::start(
+        dir.path(),
+        &[
+            "--replicaof",
+            &format!("127.0.0.1:{upstream_port}"),
+            "--cluster-secret",
+            SECRET,
+            "--fsync",
+            "interval",
+            "--heartbeat-ms",
+            "50",
+        ],
+    );
+    let at = |epoch, lsn| LogPosition {
+        epoch: Epoch(epoch),
+        lsn: Lsn(lsn),
+    };
+
+    eprintln!("phase: a first link gives the replica three entries of epoch 5");
+    let mut link = accept_follower(&listener);
+    assert!(matches!(
+        link.recv(Duration::from_secs(10)),
+        Ok(PeerMessage::Fetch { .. })
+    ));
+    link.send(&PeerMessage::SnapshotBegin {
+        pos: at(5, 0),
+        total_bytes: 0,
+        history: 0x00fe_edfa_ce00_0002,
+    });
+    link.send(&PeerMessage::SnapshotEnd { chunks: 0 });
+    assert_eq!(
+        next_ack(&mut link, Duration::from_millis(600)),
+        None,
+        "acked before the stream opened"
+    );
+    link.send(&PeerMessage::Entries {
+        epoch: Epoch(5),
+        prev: at(5, 0),
+        commit: Lsn(0),
+        records: (1..=3).map(|i| set_record(5, i, "k", "v")).collect(),
+    });
+    let durable_3 = wait_until(Duration::from_secs(10), || {
+        next_ack(&mut link, Duration::from_millis(200)) == Some((Lsn(3), Lsn(3)))
+    });
+    assert!(durable_3, "the replica never acknowledged 5:3");
+    drop(link);
+
+    eprintln!("phase: on its next link it acknowledges nothing until the stream opens");
+    let mut link = accept_follower(&listener);
+    match link.recv(Duration::from_secs(10)) {
+        Ok(PeerMessage::Fetch { from, .. }) => assert_eq!(from, at(5, 3)),
+        other => panic!("expected Fetch, got {other:?}"),
+    }
+    assert_eq!(
+        next_ack(&mut link, Duration::from_millis(600)),
+        None,
+        "the replica acknowledged its old log on a link that has not opened its stream"
+    );
+    link.send(&PeerMessage::SnapshotBegin {
+        pos: at(6, 1),
+        total_bytes: 0,
+        history: 0x00fe_edfa_ce00_0003,
+    });
+    link.send(&PeerMessage::SnapshotEnd { chunks: 0 });
+    assert_eq!(
+        next_ack(&mut link, Duration::from_millis(600)),
+        None,
+        "acknowledged after the snapshot, before the stream opened"
+    );
+    link.send(&PeerMessage::Entries {
+        epoch: Epoch(6),
+        prev: at(6, 1),
+        commit: Lsn(0),
+        records: Vec::new(),
+    });
+    assert_eq!(
+        next_ack(&mut link, Duration::from_secs(10)),
+        Some((Lsn(1), Lsn(1))),
+        "the first ack reports the snapshot's position"
+    );
+}

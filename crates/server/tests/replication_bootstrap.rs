@@ -373,3 +373,59 @@ fn replica_restarted_after_the_leader_compacted_its_log_gets_a_full_resync_and_e
     wait_caught_up(leader.port, replica.port, CATCH_UP_MAX);
     assert_same_contents(leader.port, replica.port, "after more writes");
 }
+
+/// The sequence the simulator found (finding B): a leader restarts and takes a new epoch on
+/// its own while its replica is away; the replica, promoted later, knows only the epoch before
+/// and takes the same number. Both logs then hold entries of one epoch number at the same
+/// positions with different commands. The promoted replica starts a new history, so the old
+/// leader, pointed at it, gets a full resync instead of keeping its own entries.
+#[test]
+fn an_old_leader_pointed_at_a_promoted_replica_gets_a_full_resync_even_when_their_epochs_collide() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flags = ["--fsync", "interval"];
+    let mut leader = Server::start(dirs[0].path(), &flags);
+    let mut replica = Server::start_replica(dirs[1].path(), leader.port, &flags);
+    write_keys(leader.port, "a", 500);
+    wait_caught_up(leader.port, replica.port, CATCH_UP_MAX);
+
+    eprintln!("phase: the replica stops; the leader restarts (epoch 2) and writes alone");
+    assert!(replica.terminate());
+    assert!(leader.terminate());
+    leader.restart();
+    write_keys(leader.port, "lost", 100);
+    assert!(leader.terminate());
+
+    eprintln!("phase: the replica is promoted (epoch 2 again) and takes writes");
+    replica.restart();
+    assert_eq!(
+        text(&replica.resp().call(&["REPLICAOF", "NO", "ONE"])),
+        "OK"
+    );
+    write_keys(replica.port, "p", 300);
+
+    eprintln!("phase: the old leader comes back as a replica of the promoted one");
+    let full_before = replica.log_count("sending a snapshot (full resync)");
+    let old = Server::start_replica(dirs[0].path(), replica.port, &flags);
+    assert!(
+        replica.wait_log(
+            "sending a snapshot (full resync)",
+            full_before + 1,
+            Duration::from_secs(20)
+        ),
+        "the old leader was not given a full resync:\n{}",
+        replica.log_text()
+    );
+    assert!(
+        replica
+            .log_text()
+            .contains("the follower's log belongs to another history"),
+        "{}",
+        replica.log_text()
+    );
+    wait_caught_up(replica.port, old.port, CATCH_UP_MAX);
+    let keys = assert_same_contents(replica.port, old.port, "after the old leader rejoined");
+    assert_eq!(
+        keys, 800,
+        "the old leader's lone writes are gone, the new leader's are there"
+    );
+}

@@ -266,6 +266,9 @@ fn writes_fail_with_noreplicas_when_their_mode_cannot_be_met_in_time() {
         took >= Duration::from_millis(timeout_ms - 10) && took < Duration::from_secs(5),
         "NOREPLICAS after {took:?}"
     );
+    // Read under `async`: under the connection's mode the read would wait for the same
+    // replicas as the write.
+    assert_eq!(text(&c.call(&["REPLIKV", "ACK", "async"])), "OK");
     assert_eq!(
         text(&c.call(&["GET", "n3"])),
         "z",
@@ -276,4 +279,72 @@ fn writes_fail_with_noreplicas_when_their_mode_cannot_be_met_in_time() {
         "writes_failed_no_replicas",
     );
     assert_eq!(failed.as_deref(), Some("2"));
+}
+
+/// On the leader a read waits until its mode has committed what it saw (finding C of the
+/// simulator): with the replica's copy of a `sync` write held back past the write timeout, an
+/// `async` read sees the write at once, a `sync` read does not return it but fails
+/// `NOREPLICAS`, and once the replica has the write a `sync` read returns it.
+#[test]
+fn a_sync_read_on_the_leader_never_returns_a_write_no_replica_holds() {
+    const TESTING: (&str, &str) = ("REPLIKV_I_AM_TESTING", "1");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(
+        dirs[0].path(),
+        &["--fsync", "interval", "--write-ack-timeout-ms", "1000"],
+    );
+    let upstream = format!("127.0.0.1:{}", leader.port);
+    let replica = Server::start_with_env(
+        dirs[1].path(),
+        &[
+            "--replicaof",
+            upstream.as_str(),
+            "--fsync",
+            "interval",
+            "--fault-injection",
+        ],
+        &[TESTING],
+    );
+    wait_replicas(&leader, 1);
+    let in_sync = || {
+        info_field(&info(leader.port, "replication"), "slave0")
+            .is_some_and(|v| v.contains("in_sync=1"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), in_sync),
+        "no replica in sync"
+    );
+    let mut sync_reader = leader.resp();
+    assert_eq!(text(&sync_reader.call(&["REPLIKV", "ACK", "sync"])), "OK");
+    assert_eq!(text(&sync_reader.call(&["SET", "k", "old"])), "OK");
+
+    eprintln!("phase: the replica receives everything 2.5 s late; a sync write of k");
+    let (code, body) = replica.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 2500}}"#));
+    assert_eq!(code, 200, "{body}");
+    let mut writer = leader.resp();
+    assert_eq!(text(&writer.call(&["REPLIKV", "ACK", "sync"])), "OK");
+    writer.send(&[vec!["SET", "k", "new"]]).unwrap();
+    let mut async_reader = leader.resp();
+    let seen = wait_until(Duration::from_secs(1), || {
+        text(&async_reader.call(&["GET", "k"])) == "new"
+    });
+    assert!(seen, "an async read on the leader sees the applied write");
+    let read = sync_reader.call(&["GET", "k"]);
+    assert!(
+        is_error(&read, "NOREPLICAS the state this read saw"),
+        "a sync read returned {read:?} while no replica held the write"
+    );
+    let write = writer.read_reply().unwrap();
+    assert!(
+        is_error(&write, "NOREPLICAS the write at"),
+        "the write was acknowledged without the replica: {write:?}"
+    );
+
+    eprintln!("phase: once the replica has the write, a sync read returns it");
+    let committed = wait_until(Duration::from_secs(20), || {
+        text(&sync_reader.call(&["GET", "k"])) == "new"
+    });
+    assert!(committed, "{}", info(leader.port, "replication"));
+    let (code, _) = replica.http("DELETE", "/faults", None);
+    assert_eq!(code, 200);
 }

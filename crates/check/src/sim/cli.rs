@@ -4,7 +4,7 @@
 //! arguments.
 
 use super::config::{
-    Faults, Fixes, Properties, Property, SimConfig, SimReport, DURATION_MS_MAX, NODES_MAX,
+    Faults, Properties, Property, SimConfig, SimReport, DURATION_MS_MAX, NODES_MAX,
 };
 use super::run;
 use replikv_core::AckMode;
@@ -51,11 +51,6 @@ pub struct SimArgs {
     /// convergence, lost-writes, linearizability, progress.
     #[arg(long, default_value = "")]
     pub report_only: String,
-    /// Model fixes of known findings, comma-separated: `link-start` (a new link credits its
-    /// follower with nothing until it acknowledges), `promote-epoch` (a promotion takes the
-    /// cluster's highest epoch plus one), or `all`. Default: the real behaviour.
-    #[arg(long, default_value = "")]
-    pub fix: String,
     /// Print the trace of every event (use with --seed).
     #[arg(short, long)]
     pub verbose: bool,
@@ -103,13 +98,6 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
             }
         }
     }
-    let fixes = match Fixes::parse(&args.fix) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("replikv sim: {e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
     let (first, count) = match args.seed {
         Some(s) => (s, 1),
         None => (args.first_seed, args.seeds),
@@ -123,7 +111,6 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
         config.duration_ms = args.duration_ms;
         config.report_only = report_only;
         config.trace = args.verbose;
-        config.fixes = fixes;
         if args.no_promote {
             config.faults = Faults {
                 promote: false,
@@ -152,11 +139,10 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
                 failed = true;
                 writeln!(
                     out,
-                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{}{} -v",
+                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{} -v",
                     args.nodes,
                     args.duration_ms,
                     if args.no_promote { " --no-promote" } else { "" },
-                    if args.fix.is_empty() { String::new() } else { format!(" --fix {}", args.fix) }
                 )?;
             }
             sum.add(&report);

@@ -147,51 +147,6 @@ impl Faults {
     };
 }
 
-/// Changes to the real nodes' behaviour that the simulator can model, to show what a fix of a
-/// finding would do before core changes. All off is the real behaviour.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Fixes {
-    /// A new link credits its follower with nothing: the upstream's `follower_up` starts it
-    /// at LSN 0 rather than at the link's start position, and the follower acknowledges only
-    /// once its upstream has sent something (after a snapshot is installed). The real node
-    /// credits the start position as durable at once, and its first ack reports the log the
-    /// follower had before the link.
-    pub link_start_credits_nothing: bool,
-    /// A promotion takes the highest epoch any node has seen, plus one (what a control plane
-    /// that records epochs would give). The real `REPLICAOF NO ONE` takes the highest this
-    /// node has seen, plus one, which can repeat an epoch a restarted leader took alone.
-    pub promote_epoch_cluster_wide: bool,
-}
-
-impl Fixes {
-    /// Every fix on.
-    pub const ALL: Fixes = Fixes {
-        link_start_credits_nothing: true,
-        promote_epoch_cluster_wide: true,
-    };
-
-    /// Parses a comma-separated list of fix names (`link-start`, `promote-epoch`, `all`).
-    ///
-    /// # Errors
-    /// The first unknown name.
-    pub fn parse(list: &str) -> Result<Fixes, String> {
-        let mut f = Fixes::default();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match name {
-                "link-start" => f.link_start_credits_nothing = true,
-                "promote-epoch" => f.promote_epoch_cluster_wide = true,
-                "all" => f = Fixes::ALL,
-                other => {
-                    return Err(format!(
-                        "unknown fix `{other}`: link-start, promote-epoch or all"
-                    ))
-                }
-            }
-        }
-        Ok(f)
-    }
-}
-
 /// A simulated run's settings. Everything random in the run is drawn from the seed given to
 /// [`run`](super::run); these only set sizes, modes and switches.
 #[derive(Clone, Copy, Debug)]
@@ -214,8 +169,6 @@ pub struct SimConfig {
     pub commit_rule: CommitRule,
     /// How upstreams answer a `Fetch`; tests plant broken rules.
     pub fetch_rule: FetchRule,
-    /// Modelled fixes of findings; none by default (the real behaviour).
-    pub fixes: Fixes,
     /// Properties reported as findings rather than violations: they do not fail the run.
     pub report_only: Properties,
     /// Keep a readable trace of every event (for `-v`).
@@ -245,7 +198,6 @@ impl SimConfig {
             faults: Faults::ALL,
             commit_rule: Replicas::commit_lsn,
             fetch_rule: plan_fetch,
-            fixes: Fixes::default(),
             report_only: Properties::NONE,
             trace: false,
             write_ack_timeout_ms: 1_000,

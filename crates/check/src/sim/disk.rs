@@ -179,4 +179,6 @@ pub struct Meta {
     pub epoch: u64,
     /// The log's history id; 0 before the node has one.
     pub history: u64,
+    /// Whether this node leads `history` (it started it).
+    pub leads: bool,
 }

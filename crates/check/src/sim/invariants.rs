@@ -52,17 +52,20 @@ impl World {
     }
 
     /// Adds the entries that reached each disk since the last look to the registry of
-    /// `(epoch, lsn)` → command, reporting a second command at a known position.
+    /// `(history, epoch, lsn)` → command, reporting a second command at a known position. A
+    /// history has one leader, so within one, an epoch and LSN name one command.
     pub(super) fn register_entries(&mut self, node: usize) {
         let n = &mut self.nodes[node];
         let from = n.matched_len.min(n.disk.entries.len());
+        let history = n.meta.history;
         let mut conflicts = Vec::new();
         for (pos, cmd) in &n.disk.entries[from..] {
-            match self.registry.get(&(pos.epoch.0, pos.lsn.0)) {
+            let key = (history, pos.epoch.0, pos.lsn.0);
+            match self.registry.get(&key) {
                 Some(known) if known != cmd => conflicts.push(*pos),
                 Some(_) => {}
                 None => {
-                    self.registry.insert((pos.epoch.0, pos.lsn.0), cmd.clone());
+                    self.registry.insert(key, cmd.clone());
                 }
             }
         }

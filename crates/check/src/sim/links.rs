@@ -74,10 +74,6 @@ impl World {
                 history,
             },
         );
-        // The real follower's ack loop reports at once, before anything arrives.
-        if !self.cfg.fixes.link_start_credits_nothing {
-            self.follower_report(node, true);
-        }
     }
 
     pub(super) fn on_deliver(&mut self, conn: ConnId, to_upstream: bool, msg: PeerMsg) {
@@ -147,7 +143,8 @@ impl World {
                     self.close_conn(conn, node, "refused an ack");
                     return;
                 }
-                live.machine.follower_ack(&name, durable, applied, now);
+                live.machine
+                    .follower_ack(&name, conn, durable, applied, now);
                 self.settle(node);
             }
             PeerMsg::Refuse { reason } => self.close_conn(conn, node, &reason),
@@ -213,12 +210,19 @@ impl World {
                 last_heard_ms: now,
             },
         );
-        let start = if self.cfg.fixes.link_start_credits_nothing {
-            Lsn::ZERO
-        } else {
-            prev.lsn
-        };
-        live.machine.follower_up(&name, &name, start, now);
+        live.machine.follower_up(&name, &name, conn, now);
+        // As the real upstream does, an empty batch opens the stream: the follower
+        // acknowledges nothing before it.
+        let epoch = live.machine.epoch();
+        self.send(
+            conn,
+            false,
+            PeerMsg::Entries {
+                epoch,
+                prev,
+                records: Vec::new(),
+            },
+        );
         self.settle(node);
     }
 
@@ -232,7 +236,10 @@ impl World {
             return;
         };
         follow.last_heard_ms = now;
-        follow.heard = true;
+        // The stream opens with the first `Entries` or heartbeat; a snapshot comes before.
+        if matches!(msg, PeerMsg::Entries { .. } | PeerMsg::Heartbeat { .. }) {
+            follow.heard = true;
+        }
         match msg {
             PeerMsg::Entries {
                 epoch,
@@ -413,7 +420,7 @@ impl World {
         let Some(f) = live.follow.as_mut() else {
             return;
         };
-        if self.cfg.fixes.link_start_credits_nothing && !f.heard {
+        if !f.heard {
             return;
         }
         if !always && f.sent == Some(now) {

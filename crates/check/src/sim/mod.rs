@@ -40,7 +40,7 @@ mod world;
 #[cfg(test)]
 mod sim_test;
 
-pub use config::{Faults, Fixes, Properties, Property, SimConfig, SimReport, Violation};
+pub use config::{Faults, Properties, Property, SimConfig, SimReport, Violation};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -159,6 +159,11 @@ impl World {
         let seen = n.meta.epoch.max(last.epoch.0);
         let epoch = if leads { seen + 1 } else { seen.max(1) };
         n.meta.epoch = epoch;
+        // A node that starts leading a history it did not lead starts a new one.
+        if leads && (n.meta.history == 0 || !n.meta.leads) {
+            n.meta.history = self.rng_nemesis.next_u64() | 1;
+        }
+        n.meta.leads = leads;
         let machine = Machine::new(store, last, Epoch(epoch), leads, config);
         n.live = Some(Live {
             machine,
@@ -253,24 +258,17 @@ impl World {
     fn promote(&mut self, node: usize) {
         self.record_fault("promote", Some(node));
         self.report.promotions += 1;
-        let max_epoch = self
-            .nodes
-            .iter()
-            .map(|n| {
-                let live = n.live.as_ref().map_or(0, |l| l.machine.epoch().0);
-                n.meta.epoch.max(n.disk.last().epoch.0).max(live)
-            })
-            .max()
-            .unwrap_or(0);
+        // As `REPLICAOF NO ONE` does: the highest epoch this node has seen plus one, and a new
+        // history (the old one's leader may have written in epochs this node never saw).
+        let history = self.rng_nemesis.next_u64() | 1;
         let n = &mut self.nodes[node];
         let Some(live) = n.live.as_mut() else {
             return;
         };
-        let mut epoch = n.meta.epoch.max(live.machine.epoch().0) + 1;
-        if self.cfg.fixes.promote_epoch_cluster_wide {
-            epoch = epoch.max(max_epoch + 1);
-        }
+        let epoch = n.meta.epoch.max(live.machine.epoch().0) + 1;
         n.meta.epoch = epoch;
+        n.meta.history = history;
+        n.meta.leads = true;
         live.machine.become_leader(Epoch(epoch));
         live.upstream = None;
         let follow = live.follow.as_ref().map(|f| f.conn);
@@ -283,9 +281,11 @@ impl World {
             if other == node {
                 continue;
             }
-            let Some(live) = self.nodes[other].live.as_mut() else {
+            let n = &mut self.nodes[other];
+            let Some(live) = n.live.as_mut() else {
                 continue;
             };
+            n.meta.leads = false;
             live.machine.become_replica();
             live.upstream = Some(node);
             let follow = live.follow.as_ref().map(|f| f.conn);

@@ -116,8 +116,8 @@ pub(super) struct World {
     pub faults_active: bool,
     pub report: SimReport,
     digest: Fnv,
-    /// `(epoch, lsn)` → the command first seen there, on any disk.
-    pub registry: BTreeMap<(u64, u64), Command>,
+    /// `(history, epoch, lsn)` → the command first seen there, on any disk.
+    pub registry: BTreeMap<(u64, u64, u64), Command>,
 }
 
 impl World {
@@ -139,6 +139,7 @@ impl World {
             n0.meta = Meta {
                 epoch: 0,
                 history: rng_meta.next_u64() | 1,
+                leads: true,
             };
         }
         let clients = (0..cfg.clients)
@@ -425,11 +426,10 @@ impl World {
             let Some(live) = self.nodes[node].live.as_mut() else {
                 return;
             };
-            // The real node marks a follower down by id, whichever link of it ended.
-            if live.serves.values().any(|o| o.follower == s.follower) {
+            // The end of a link older than the follower's current one changes nothing.
+            if !live.machine.follower_down(&name, conn, now) {
                 self.report.stale_follower_downs += 1;
             }
-            live.machine.follower_down(&name, now);
         }
     }
 

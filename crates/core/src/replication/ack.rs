@@ -63,18 +63,6 @@ impl fmt::Display for AckMode {
 }
 
 impl AckMode {
-    /// The mode a batch's replies are held under: its own when it wrote, `async` otherwise (a
-    /// batch that only read waits for the leader's durability of what it saw, never for
-    /// replicas).
-    #[must_use]
-    pub fn for_batch(self, wrote: bool) -> AckMode {
-        if wrote {
-            self
-        } else {
-            AckMode::Async
-        }
-    }
-
     /// When replies held in this mode give up: never under `async` (only the leader's own log
     /// is waited for, and its failure stops the node), else `timeout_ms` after `now_ms`.
     #[must_use]

@@ -193,10 +193,7 @@ proptest! {
 }
 
 #[test]
-fn a_batch_that_only_read_waits_like_async_and_only_async_never_expires() {
-    assert_eq!(AckMode::Sync.for_batch(true), AckMode::Sync);
-    assert_eq!(AckMode::Sync.for_batch(false), AckMode::Async);
-    assert_eq!(AckMode::SemiSync(2).for_batch(false), AckMode::Async);
+fn only_async_never_expires() {
     assert_eq!(AckMode::Async.deadline_ms(100, 50), u64::MAX);
     assert_eq!(AckMode::Quorum.deadline_ms(100, 50), 150);
     assert_eq!(AckMode::Sync.deadline_ms(u64::MAX - 1, 50), u64::MAX);

@@ -9,7 +9,12 @@
 //!
 //! The rules it keeps:
 //! - a batch's replies are released only once the log covers every LSN they could reflect:
-//!   durable on this node (`async`), and on the replicas the batch's mode needs when it wrote;
+//!   on a leader, once the batch's mode has committed them (durable here under `async`, and
+//!   on the replicas the mode needs otherwise), for reads as for writes, so that no client
+//!   sees state a failover to the most up-to-date replica could lose; on a replica, once they
+//!   are durable here;
+//! - a follower counts for nothing on a new link until it acknowledges on that link, and
+//!   reports from a link that is no longer its current one are ignored;
 //! - a write in a mode that needs replicas starts only once enough are in sync, in order
 //!   behind the writes already waiting, and fails with `NOREPLICAS` after the timeout;
 //! - a replica takes no client writes, only entries its upstream sends that pass
@@ -24,7 +29,7 @@ use crate::position::{Epoch, LogPosition, Lsn};
 use crate::reply::Reply;
 use crate::store::{Execution, Store};
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The error a replica gives a write.
 pub const READONLY: &str = "READONLY You can't write against a read only replica.";
@@ -154,6 +159,11 @@ pub struct Machine<T> {
     waiters: Vec<Waiter<T>>,
     parked: VecDeque<Parked<T>>,
     replicas: Replicas,
+    /// Each follower's current link: reports from older links are ignored.
+    links: BTreeMap<String, u64>,
+    /// The highest LSN each mode has committed in this term: being committed is permanent,
+    /// even when a follower that held an entry reconnects and has not acknowledged yet.
+    committed: BTreeMap<AckMode, Lsn>,
     /// The leader's time up to which this replica is current.
     current_as_of_ms: Option<u64>,
     config: MachineConfig,
@@ -182,6 +192,8 @@ impl<T> Machine<T> {
             waiters: Vec::new(),
             parked: VecDeque::new(),
             replicas: Replicas::new(last.lsn, config.replica_lag_max_ms, config.cluster_size),
+            links: BTreeMap::new(),
+            committed: BTreeMap::new(),
             current_as_of_ms: None,
             config,
             stats: MachineStats::default(),
@@ -262,10 +274,18 @@ impl<T> Machine<T> {
         &self.config
     }
 
-    /// The highest LSN `mode` considers committed now.
+    /// The highest LSN `mode` has committed.
     #[must_use]
     pub fn commit_lsn(&self, mode: AckMode) -> Lsn {
-        (self.config.commit_rule)(&self.replicas, mode, self.durable)
+        let now = (self.config.commit_rule)(&self.replicas, mode, self.durable);
+        now.max(self.committed.get(&mode).copied().unwrap_or(Lsn::ZERO))
+    }
+
+    /// [`Machine::commit_lsn`], remembered as committed.
+    fn commit(&mut self, mode: AckMode) -> Lsn {
+        let lsn = self.commit_lsn(mode);
+        self.committed.insert(mode, lsn);
+        lsn
     }
 
     /// The answers released since the last call, in release order.
@@ -358,11 +378,13 @@ impl<T> Machine<T> {
             pos: self.last,
             wrote,
         };
-        // Every reply in the batch may reflect state up to `applied`: hold it until that is
-        // durable, so no client sees a write a crash could lose; a batch that wrote also
-        // waits for what its mode needs from the replicas.
-        let mode = mode.for_batch(wrote.is_some());
-        if self.last.lsn <= self.commit_lsn(mode) {
+        // Every reply in the batch may reflect state up to `applied`: hold it until the mode
+        // has committed that, so no client sees a write a crash, or a failover to the most
+        // up-to-date replica, could lose. A replica's own followers do not count for that:
+        // its replies wait for its own log only.
+        let mode = if self.leader { mode } else { AckMode::Async };
+        let committed = self.commit(mode);
+        if self.last.lsn <= committed {
             self.answers.push((done, Answer::Batch(reply)));
         } else {
             let deadline = mode.deadline_ms(now_ms, self.config.write_ack_timeout_ms);
@@ -406,21 +428,35 @@ impl<T> Machine<T> {
         self.release();
     }
 
-    /// A follower connected and will be sent the entries after `from`.
-    pub fn follower_up(&mut self, id: &str, addr: &str, from: Lsn, now_ms: u64) {
+    /// A follower connected on `link` (a number no other link of this node had). It counts
+    /// as holding nothing until it acknowledges on this link: where it starts is not yet on
+    /// its disk (a snapshot still to be sent, entries it applied but may not have synced), and
+    /// what it reported on an earlier link may belong to a log the new link replaces.
+    pub fn follower_up(&mut self, id: &str, addr: &str, link: u64, now_ms: u64) {
+        self.links.insert(id.to_string(), link);
         self.replicas.connect(id, addr, now_ms);
-        self.replicas.reset_replica(id, from);
+        self.replicas.reset_replica(id, Lsn::ZERO);
     }
 
-    /// A follower reported its durable and applied LSNs. Releases what that commits.
-    pub fn follower_ack(&mut self, id: &str, durable: Lsn, applied: Lsn, now_ms: u64) {
+    /// A follower reported its durable and applied LSNs on `link`. Releases what that
+    /// commits; a report from a link that is not the follower's current one is ignored.
+    pub fn follower_ack(&mut self, id: &str, link: u64, durable: Lsn, applied: Lsn, now_ms: u64) {
+        if self.links.get(id) != Some(&link) {
+            return;
+        }
         self.replicas.on_ack(id, durable, applied, now_ms);
         self.release();
     }
 
-    /// A follower's link went down.
-    pub fn follower_down(&mut self, id: &str, now_ms: u64) {
+    /// A follower's `link` went down; the end of a link that is no longer the follower's
+    /// current one changes nothing. Returns whether it was the current one.
+    pub fn follower_down(&mut self, id: &str, link: u64, now_ms: u64) -> bool {
+        if self.links.get(id) != Some(&link) {
+            return false;
+        }
+        self.links.remove(id);
         self.replicas.disconnect(id, now_ms);
+        true
     }
 
     /// `WAIT numreplicas timeout`: answered once that many followers hold `lsn` (default: the
@@ -458,7 +494,13 @@ impl<T> Machine<T> {
         let durable = self.durable;
         let replicas = &self.replicas;
         let rule = self.config.commit_rule;
-        for held in self.pending.release(|mode| rule(replicas, mode, durable)) {
+        let committed = &mut self.committed;
+        let released = self.pending.release(|mode| {
+            let high = committed.entry(mode).or_default();
+            *high = (*high).max(rule(replicas, mode, durable));
+            *high
+        });
+        for held in released {
             self.answers.push((held.done, Answer::Batch(held.reply)));
         }
         if !self.waiters.is_empty() {
@@ -483,13 +525,21 @@ impl<T> Machine<T> {
         self.release();
         self.start_parked(now_ms, log);
         for (lsn, held) in self.pending.expire(now_ms) {
-            self.stats.writes_failed_no_replicas += 1;
             let reply = held.reply;
-            let why = format!(
-                "NOREPLICAS the write at {} was applied and made durable on the leader, but not on enough replicas within {} ms; it may not survive a failover",
-                LogPosition { epoch: reply.wrote.map_or(self.epoch, |p| p.epoch), lsn },
-                self.config.write_ack_timeout_ms
-            );
+            let why = match reply.wrote {
+                Some(wrote) => {
+                    self.stats.writes_failed_no_replicas += 1;
+                    format!(
+                        "NOREPLICAS the write at {} was applied and made durable on the leader, but not on enough replicas within {} ms; it may not survive a failover",
+                        LogPosition { epoch: wrote.epoch, lsn },
+                        self.config.write_ack_timeout_ms
+                    )
+                }
+                None => format!(
+                    "NOREPLICAS the state this read saw, up to {}, was not on enough replicas within {} ms for its mode; it may not survive a failover",
+                    reply.pos, self.config.write_ack_timeout_ms
+                ),
+            };
             let n = reply.replies.len();
             self.answers.push((
                 held.done,
@@ -558,6 +608,7 @@ impl<T> Machine<T> {
             );
         }
         self.leader = false;
+        self.committed.clear();
     }
 
     /// This node leads from now on, writing in `epoch` (higher than any it has seen).
@@ -565,6 +616,7 @@ impl<T> Machine<T> {
         self.leader = true;
         self.epoch = self.epoch.max(epoch);
         self.current_as_of_ms = None;
+        self.committed.clear();
     }
 
     /// Records an epoch seen from the upstream (fencing: lower ones are refused from now on).
@@ -623,6 +675,7 @@ impl<T> Machine<T> {
         self.last = pos;
         self.durable = pos.lsn;
         self.replicas.reset_log(pos.lsn);
+        self.committed.clear();
         // Replies held on a replica are reads; the new state covers them.
         self.release();
     }

@@ -79,8 +79,8 @@ fn batch(
 /// A leader with one follower `r1` that has everything and is in the in-sync set.
 fn leader_with_in_sync_follower(now: u64) -> Machine<u32> {
     let mut m = leader();
-    m.follower_up("r1", "127.0.0.1:7001", Lsn::ZERO, now);
-    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, now);
+    m.follower_up("r1", "127.0.0.1:7001", 1, now);
+    m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, now);
     let mut log = Log::default();
     m.tick(now, &mut log);
     assert!(m.replicas().get("r1").is_some_and(|r| r.in_sync));
@@ -158,14 +158,14 @@ fn a_parked_write_starts_when_a_replica_joins() {
         1,
         &mut log,
     );
-    m.follower_up("r1", "a", Lsn::ZERO, 20);
-    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, 20);
+    m.follower_up("r1", "a", 1, 20);
+    m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 20);
     m.tick(30, &mut log);
     assert_eq!(m.parked_len(), 0);
     assert_eq!(log.0.len(), 1, "started");
     m.log_durable(Lsn(1));
     assert!(answers(&mut m).is_empty(), "waits for the replica");
-    m.follower_ack("r1", Lsn(1), Lsn(1), 31);
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 31);
     assert_eq!(answers(&mut m).len(), 1);
 }
 
@@ -181,9 +181,9 @@ fn a_sync_write_is_answered_only_once_the_in_sync_replica_has_it_durably() {
         &mut log,
     );
     m.log_durable(Lsn(1));
-    m.follower_ack("r1", Lsn::ZERO, Lsn(1), 11);
+    m.follower_ack("r1", 1, Lsn::ZERO, Lsn(1), 11);
     assert!(answers(&mut m).is_empty(), "applied is not durable");
-    m.follower_ack("r1", Lsn(1), Lsn(1), 12);
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 12);
     assert_eq!(
         answers(&mut m),
         vec![batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1)))]
@@ -298,7 +298,7 @@ fn wait_counts_followers_holding_the_lsn_durably() {
     answers(&mut m);
     m.wait(1, None, 100, 10, 2);
     assert!(answers(&mut m).is_empty());
-    m.follower_ack("r1", Lsn(1), Lsn(1), 20);
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 20);
     assert_eq!(answers(&mut m), vec![(2, Answer::Wait(1))]);
     m.wait(2, Some(Lsn(1)), 100, 30, 3);
     m.tick(129, &mut log);
@@ -411,8 +411,8 @@ fn the_configured_commit_rule_is_the_one_used() {
             ..config()
         },
     );
-    m.follower_up("r1", "a", Lsn::ZERO, 0);
-    m.follower_ack("r1", Lsn::ZERO, Lsn::ZERO, 0);
+    m.follower_up("r1", "a", 1, 0);
+    m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 0);
     let mut log = Log::default();
     m.tick(0, &mut log);
     m.batch(
@@ -427,6 +427,155 @@ fn the_configured_commit_rule_is_the_one_used() {
         answers(&mut m).len(),
         1,
         "the broken rule answers without the replica"
+    );
+    assert_eq!(m.commit_lsn(AckMode::Sync), Lsn(1));
+}
+
+#[test]
+fn reports_from_an_older_link_are_ignored() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.follower_up("r1", "a", 2, 5);
+    m.follower_ack("r1", 2, Lsn::ZERO, Lsn::ZERO, 5);
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
+    assert!(
+        answers(&mut m).is_empty(),
+        "an ack on the old link counts for nothing"
+    );
+    assert!(
+        !m.follower_down("r1", 1, 12),
+        "the old link's end changes nothing"
+    );
+    assert!(m.replicas().get("r1").is_some_and(|r| r.connected));
+    m.follower_ack("r1", 2, Lsn(1), Lsn(1), 13);
+    assert_eq!(answers(&mut m).len(), 1);
+    assert!(m.follower_down("r1", 2, 14));
+    assert!(m.replicas().get("r1").is_some_and(|r| !r.connected));
+}
+
+#[test]
+fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "1"])],
+        AckMode::SemiSync(1),
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
+    assert_eq!(answers(&mut m).len(), 1);
+    // The follower reconnects (say to receive a snapshot replacing its log): what it reported
+    // before no longer counts, nor does where its new link starts.
+    m.follower_up("r1", "a", 2, 12);
+    assert_eq!(m.replicas().get("r1").map(|r| r.durable), Some(Lsn::ZERO));
+    m.batch(
+        vec![args(&["SET", "k", "2"])],
+        AckMode::SemiSync(1),
+        13,
+        2,
+        &mut log,
+    );
+    m.log_durable(Lsn(2));
+    m.follower_ack("r1", 2, Lsn(1), Lsn(2), 14);
+    assert!(answers(&mut m).is_empty(), "applied is not durable");
+    m.follower_ack("r1", 2, Lsn(2), Lsn(2), 15);
+    assert_eq!(answers(&mut m).len(), 1);
+}
+
+#[test]
+fn a_leader_read_waits_until_its_mode_has_committed_what_it_saw() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 11, 2, &mut log);
+    assert!(
+        answers(&mut m).is_empty(),
+        "the read saw a write no replica holds yet"
+    );
+    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 11, 3, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(3, vec![Reply::Bulk("v".into())], pos(1, 1), None)],
+        "under async a read waits for the leader's log only"
+    );
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 12);
+    assert_eq!(
+        answers(&mut m),
+        vec![
+            batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1))),
+            batch(2, vec![Reply::Bulk("v".into())], pos(1, 1), None)
+        ]
+    );
+}
+
+#[test]
+fn a_held_read_past_its_deadline_fails_naming_what_it_saw() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Async,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    answers(&mut m);
+    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 20, 2, &mut log);
+    m.tick(20 + TIMEOUT, &mut log);
+    let got = answers(&mut m);
+    let [(2, Answer::Batch(reply))] = got.as_slice() else {
+        panic!("one answer to the read: {got:?}");
+    };
+    assert!(
+        matches!(&reply.replies[0], Reply::Error(e) if e.starts_with("NOREPLICAS the state this read saw, up to 1:1,")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        m.stats().writes_failed_no_replicas,
+        0,
+        "a read is not a write"
+    );
+}
+
+#[test]
+fn what_a_mode_committed_stays_committed_when_a_follower_reconnects() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        10,
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
+    assert_eq!(answers(&mut m).len(), 1);
+    m.follower_up("r1", "a", 2, 12);
+    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 13, 2, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![batch(2, vec![Reply::Bulk("v".into())], pos(1, 1), None)],
+        "the write was committed; reading it needs no new ack"
     );
     assert_eq!(m.commit_lsn(AckMode::Sync), Lsn(1));
 }
