@@ -23,8 +23,9 @@
 //!   ahead (negative: behind) of the system clock, at most [`CLOCK_SKEW_MS_MAX`] either way.
 //!   It moves what the node derives from wall time: key expiry and TTLs, the staleness
 //!   estimate behind `REPLIKV STALENESS` (a replica compares its clock with the leader's
-//!   timestamps), the leader time it ships to replicas, and the wall-clock deadlines of
-//!   waiting writes. The offset is process-wide, set with the spec and cleared when it is
+//!   timestamps), and the leader time it ships to replicas. Waits, timeouts and replica lag
+//!   are measured on a monotonic clock (`crate::mono_ms`) and do not move. The offset is
+//!   process-wide, set with the spec and cleared when it is
 //!   healed; it is never non-zero on a node without fault injection. `TIME` and the start
 //!   time in `INFO` read the system clock and are not skewed.
 //!

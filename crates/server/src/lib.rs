@@ -63,6 +63,16 @@ pub fn now_ms() -> u64 {
     real.saturating_add_signed(CLOCK_SKEW_MS.load(Ordering::Relaxed))
 }
 
+/// Milliseconds on a monotonic clock (from the first call in this process): what every wait,
+/// timeout and replica lag is measured with, so that a step of the wall clock changes none.
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 /// The clock skew [`now_ms`] applies, ms (0 unless fault injection set one).
 pub fn clock_skew_ms() -> i64 {
     CLOCK_SKEW_MS.load(Ordering::Relaxed)

@@ -11,12 +11,12 @@ use crate::config::{Config, FsyncMode, Upstream};
 use crate::feed::FeedState;
 use crate::log_writer::LogWriter;
 use crate::meta::{self, NodeMeta};
-use crate::now_ms;
 use crate::repl_state::{Positions, ReplShared, ReplStatus, ReplicaView};
 use crate::stats::Stats;
+use crate::{mono_ms, now_ms};
 use bytes::{Bytes, BytesMut};
 use replikv_core::replication::{
-    Answer, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Replicas,
+    Answer, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Now, Replicas,
 };
 use replikv_core::{AckMode, Command, Epoch, LogPosition, Lsn, Reply, Store};
 use replikv_proto::{DownstreamReplica, PeerRecord};
@@ -590,7 +590,7 @@ impl Node {
         match msg {
             NodeMsg::Batch { cmds, mode, done } => {
                 self.machine
-                    .batch(cmds, mode, now_ms(), Done::Batch(done), &mut self.out);
+                    .batch(cmds, mode, now(), Done::Batch(done), &mut self.out);
             }
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
@@ -601,14 +601,14 @@ impl Node {
                 done,
             } => self
                 .machine
-                .wait(numreplicas, lsn, timeout_ms, now_ms(), Done::Wait(done)),
+                .wait(numreplicas, lsn, timeout_ms, mono_ms(), Done::Wait(done)),
             NodeMsg::SetUpstream { upstream, done } => {
                 let reply = self.on_set_upstream(upstream);
                 let _ = done.send(reply);
             }
             NodeMsg::FollowerUp { id, addr, link } => {
                 info!(follower = %id, %addr, link, "follower connected");
-                self.machine.follower_up(&id, &addr, link, now_ms());
+                self.machine.follower_up(&id, &addr, link, mono_ms());
             }
             NodeMsg::FollowerAck {
                 id,
@@ -617,7 +617,7 @@ impl Node {
                 applied,
             } => {
                 self.machine
-                    .follower_ack(&id, link, durable, applied, now_ms());
+                    .follower_ack(&id, link, durable, applied, mono_ms());
             }
             NodeMsg::Downstream { via, replicas } => {
                 if replicas.is_empty() {
@@ -628,7 +628,7 @@ impl Node {
             }
             NodeMsg::FollowerDown { id, link } => {
                 // A link that ends after its follower's newer one came up changes nothing.
-                if self.machine.follower_down(&id, link, now_ms()) {
+                if self.machine.follower_down(&id, link, mono_ms()) {
                     info!(follower = %id, link, "follower disconnected");
                     self.downstream.remove(&id);
                 }
@@ -693,7 +693,7 @@ impl Node {
             return;
         }
         self.repl.feed.push(&self.out.records);
-        self.machine.note_shipped(now_ms());
+        self.machine.note_shipped(mono_ms());
         match self.wal.submit(std::mem::take(&mut self.out.records)) {
             Ok(Some(written)) => {
                 if self.fsync == FsyncMode::Interval {
@@ -748,7 +748,7 @@ impl Node {
     /// ones and the held replies past their deadline, answer timed-out `WAIT`s, and publish
     /// the status.
     fn on_tick_replication(&mut self) {
-        let now = now_ms();
+        let now = now();
         for change in self.machine.tick(now, &mut self.out) {
             match change {
                 IsrChange::Joined { id } => info!(replica = %id, "replica joined the in-sync set"),
@@ -758,7 +758,7 @@ impl Node {
             }
         }
         self.deliver();
-        self.publish_replication(now);
+        self.publish_replication(now.wall_ms);
     }
 
     /// `REPLICAOF`: a leader that becomes a replica fails the writes still waiting (its log
@@ -983,7 +983,7 @@ impl Node {
                 durable: r.durable,
                 applied: r.applied,
                 lag_entries: m.replicas().lag_entries(r),
-                lag_ms: m.replicas().lag_ms(r, now),
+                lag_ms: m.replicas().lag_ms(r, mono_ms()),
                 connected: r.connected,
                 in_sync: r.in_sync,
                 via: None,
@@ -1125,6 +1125,14 @@ impl Node {
     /// The log writer, shared with snapshot tasks; kept for shutdown.
     pub fn wal(&self) -> Arc<LogWriter> {
         Arc::clone(&self.wal)
+    }
+}
+
+/// The time for the replication state machine: wall clock and monotonic clock.
+fn now() -> Now {
+    Now {
+        wall_ms: now_ms(),
+        mono_ms: mono_ms(),
     }
 }
 

@@ -5,7 +5,8 @@
 //! The server's node task and the deterministic simulator drive the same [`Machine`]: they
 //! turn requests, follower reports, durability reports and timer ticks into calls, append what
 //! it hands to their [`LogSink`] to their log, and deliver the [`Answer`]s it releases. Time
-//! comes in as milliseconds; nothing here does I/O.
+//! comes in as milliseconds ([`Now`]: wall time for key expiry, a monotonic clock for every
+//! wait and lag); nothing here does I/O.
 //!
 //! The rules it keeps:
 //! - a batch's replies are released only once the log covers every LSN they could reflect:
@@ -30,6 +31,28 @@ use crate::reply::Reply;
 use crate::store::{Execution, Store};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
+
+/// The time, twice: the wall clock, which key expiry is measured against (it is in the log, so
+/// every replica agrees), and a monotonic clock, which every wait, timeout and lag is measured
+/// with, so that a clock step (NTP, an operator, a skew fault) neither fails writes early nor
+/// drops replicas from the in-sync set. `From<u64>` gives both the same value (tests, the
+/// simulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Unix time, ms.
+    pub wall_ms: u64,
+    /// A monotonic clock, ms (any origin).
+    pub mono_ms: u64,
+}
+
+impl From<u64> for Now {
+    fn from(ms: u64) -> Now {
+        Now {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
+    }
+}
 
 /// The error a replica gives a write.
 pub const READONLY: &str = "READONLY You can't write against a read only replica.";
@@ -300,10 +323,11 @@ impl<T> Machine<T> {
         &mut self,
         cmds: Vec<Vec<Bytes>>,
         mode: AckMode,
-        now_ms: u64,
+        now: impl Into<Now>,
         done: T,
         log: &mut impl LogSink,
     ) {
+        let now = now.into();
         let writes = cmds.iter().any(|args| {
             args.first()
                 .and_then(|n| Store::command_spec(n))
@@ -316,19 +340,19 @@ impl<T> Machine<T> {
             self.parked.push_back(Parked {
                 cmds,
                 mode,
-                deadline_ms: now_ms.saturating_add(self.config.write_ack_timeout_ms),
+                deadline_ms: now.mono_ms.saturating_add(self.config.write_ack_timeout_ms),
                 done,
             });
             return;
         }
-        self.run_batch(&cmds, mode, now_ms, done, log);
+        self.run_batch(&cmds, mode, now, done, log);
     }
 
     fn run_batch(
         &mut self,
         cmds: &[Vec<Bytes>],
         mode: AckMode,
-        now_ms: u64,
+        now: Now,
         done: T,
         log: &mut impl LogSink,
     ) {
@@ -344,7 +368,7 @@ impl<T> Machine<T> {
             let reply = if refused {
                 Reply::error(READONLY)
             } else {
-                match self.store.execute(args, now_ms) {
+                match self.store.execute(args, now.wall_ms) {
                     Execution::Read(reply) => reply,
                     // A replica answers reads from its state as it is, and leaves expired keys
                     // for its leader's deletions to remove.
@@ -387,7 +411,7 @@ impl<T> Machine<T> {
         if self.last.lsn <= committed {
             self.answers.push((done, Answer::Batch(reply)));
         } else {
-            let deadline = mode.deadline_ms(now_ms, self.config.write_ack_timeout_ms);
+            let deadline = mode.deadline_ms(now.mono_ms, self.config.write_ack_timeout_ms);
             self.pending
                 .hold(mode, self.last.lsn, deadline, Held { done, reply });
         }
@@ -415,10 +439,10 @@ impl<T> Machine<T> {
         true
     }
 
-    /// The entries handed to the log so far have reached the followers' feed at `now_ms`:
-    /// lag is measured from here.
-    pub fn note_shipped(&mut self, now_ms: u64) {
-        self.replicas.on_append(self.last.lsn, now_ms);
+    /// The entries handed to the log so far have reached the followers' feed at `mono_ms`
+    /// (the monotonic clock, as for every wait and lag below): lag is measured from here.
+    pub fn note_shipped(&mut self, mono_ms: u64) {
+        self.replicas.on_append(self.last.lsn, mono_ms);
     }
 
     /// This node's own log is durable up to `lsn` (capped at what is applied: a report from
@@ -432,30 +456,30 @@ impl<T> Machine<T> {
     /// as holding nothing until it acknowledges on this link: where it starts is not yet on
     /// its disk (a snapshot still to be sent, entries it applied but may not have synced), and
     /// what it reported on an earlier link may belong to a log the new link replaces.
-    pub fn follower_up(&mut self, id: &str, addr: &str, link: u64, now_ms: u64) {
+    pub fn follower_up(&mut self, id: &str, addr: &str, link: u64, mono_ms: u64) {
         self.links.insert(id.to_string(), link);
-        self.replicas.connect(id, addr, now_ms);
+        self.replicas.connect(id, addr, mono_ms);
         self.replicas.reset_replica(id, Lsn::ZERO);
     }
 
     /// A follower reported its durable and applied LSNs on `link`. Releases what that
     /// commits; a report from a link that is not the follower's current one is ignored.
-    pub fn follower_ack(&mut self, id: &str, link: u64, durable: Lsn, applied: Lsn, now_ms: u64) {
+    pub fn follower_ack(&mut self, id: &str, link: u64, durable: Lsn, applied: Lsn, mono_ms: u64) {
         if self.links.get(id) != Some(&link) {
             return;
         }
-        self.replicas.on_ack(id, durable, applied, now_ms);
+        self.replicas.on_ack(id, durable, applied, mono_ms);
         self.release();
     }
 
     /// A follower's `link` went down; the end of a link that is no longer the follower's
     /// current one changes nothing. Returns whether it was the current one.
-    pub fn follower_down(&mut self, id: &str, link: u64, now_ms: u64) -> bool {
+    pub fn follower_down(&mut self, id: &str, link: u64, mono_ms: u64) -> bool {
         if self.links.get(id) != Some(&link) {
             return false;
         }
         self.links.remove(id);
-        self.replicas.disconnect(id, now_ms);
+        self.replicas.disconnect(id, mono_ms);
         true
     }
 
@@ -466,7 +490,7 @@ impl<T> Machine<T> {
         numreplicas: u32,
         lsn: Option<Lsn>,
         timeout_ms: u64,
-        now_ms: u64,
+        mono_ms: u64,
         done: T,
     ) {
         let lsn = lsn.unwrap_or(self.last.lsn);
@@ -478,7 +502,7 @@ impl<T> Machine<T> {
         let deadline_ms = if timeout_ms == 0 {
             u64::MAX
         } else {
-            now_ms.saturating_add(timeout_ms)
+            mono_ms.saturating_add(timeout_ms)
         };
         self.waiters.push(Waiter {
             lsn,
@@ -520,10 +544,12 @@ impl<T> Machine<T> {
     /// The periodic tick: re-evaluates the in-sync set, starts parked writes that now may,
     /// fails the ones and the held replies past their deadline, and answers timed-out
     /// `WAIT`s. Returns the in-sync set's changes.
-    pub fn tick(&mut self, now_ms: u64, log: &mut impl LogSink) -> Vec<IsrChange> {
+    pub fn tick(&mut self, now: impl Into<Now>, log: &mut impl LogSink) -> Vec<IsrChange> {
+        let now = now.into();
+        let now_ms = now.mono_ms;
         let changes = self.replicas.evaluate(now_ms);
         self.release();
-        self.start_parked(now_ms, log);
+        self.start_parked(now, log);
         for (lsn, held) in self.pending.expire(now_ms) {
             let reply = held.reply;
             let why = match reply.wrote {
@@ -560,14 +586,15 @@ impl<T> Machine<T> {
         changes
     }
 
-    fn start_parked(&mut self, now_ms: u64, log: &mut impl LogSink) {
+    fn start_parked(&mut self, now: Now, log: &mut impl LogSink) {
+        let now_ms = now.mono_ms;
         while let Some(front) = self.parked.front() {
             if !self.leader {
                 break;
             }
             if self.replicas.can_start(front.mode) {
                 if let Some(p) = self.parked.pop_front() {
-                    self.run_batch(&p.cmds, p.mode, now_ms, p.done, log);
+                    self.run_batch(&p.cmds, p.mode, now, p.done, log);
                 }
             } else if front.deadline_ms <= now_ms {
                 if let Some(p) = self.parked.pop_front() {

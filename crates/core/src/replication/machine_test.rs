@@ -579,3 +579,28 @@ fn what_a_mode_committed_stays_committed_when_a_follower_reconnects() {
     );
     assert_eq!(m.commit_lsn(AckMode::Sync), Lsn(1));
 }
+
+#[test]
+fn waits_are_measured_on_the_monotonic_clock_not_the_wall_clock() {
+    use super::machine::Now;
+    let at = |wall_ms, mono_ms| Now { wall_ms, mono_ms };
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    m.batch(
+        vec![args(&["SET", "k", "v"])],
+        AckMode::Sync,
+        at(10, 10),
+        1,
+        &mut log,
+    );
+    m.log_durable(Lsn(1));
+    // The wall clock jumps an hour ahead: nothing times out, the replica stays in sync.
+    m.tick(at(3_600_010, 20), &mut log);
+    assert!(
+        answers(&mut m).is_empty(),
+        "a wall-clock step timed a write out"
+    );
+    assert!(m.replicas().get("r1").is_some_and(|r| r.in_sync));
+    m.tick(at(3_600_010, 10 + TIMEOUT), &mut log);
+    assert_eq!(answers(&mut m).len(), 1, "the monotonic deadline passed");
+}

@@ -46,7 +46,7 @@ mod session_test;
 pub use ack::{AckMode, AckModeError};
 pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
 pub use machine::{
-    Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, NOREPLICAS,
+    Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, Now, NOREPLICAS,
     READONLY,
 };
 pub use pending::Pending;
