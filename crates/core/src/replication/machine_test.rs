@@ -56,6 +56,18 @@ fn replica() -> Machine<u32> {
     Machine::new(Store::new(), ZERO, E1, false, config())
 }
 
+/// Runs one command as batch `id`.
+fn run(
+    m: &mut Machine<u32>,
+    log: &mut Log,
+    words: &[&str],
+    mode: AckMode,
+    now: impl Into<super::machine::Now>,
+    id: u32,
+) {
+    m.batch(vec![args(words)], mode, now, id, log);
+}
+
 fn answers(m: &mut Machine<u32>) -> Vec<(u32, Answer)> {
     m.answers().collect()
 }
@@ -91,13 +103,7 @@ fn leader_with_in_sync_follower(now: u64) -> Machine<u32> {
 fn an_async_write_is_answered_once_the_leader_log_is_durable() {
     let mut m = leader();
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Async,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 1);
     assert_eq!(log.0.len(), 1, "the write went to the log");
     assert_eq!(log.0[0].0, pos(1, 1));
     assert!(answers(&mut m).is_empty(), "held until durable");
@@ -114,7 +120,7 @@ fn an_async_write_is_answered_once_the_leader_log_is_durable() {
 fn a_read_of_durable_state_is_answered_at_once() {
     let mut m = leader();
     let mut log = Log::default();
-    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 10, 7, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 10, 7);
     assert_eq!(
         answers(&mut m),
         vec![batch(7, vec![Reply::Nil], ZERO, None)]
@@ -126,13 +132,7 @@ fn a_read_of_durable_state_is_answered_at_once() {
 fn a_sync_write_without_in_sync_replicas_waits_then_fails_having_changed_nothing() {
     let mut m = leader();
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     assert_eq!(m.parked_len(), 1);
     assert!(log.0.is_empty(), "a parked write is not run");
     m.tick(10 + TIMEOUT - 1, &mut log);
@@ -151,13 +151,7 @@ fn a_sync_write_without_in_sync_replicas_waits_then_fails_having_changed_nothing
 fn a_parked_write_starts_when_a_replica_joins() {
     let mut m = leader();
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.follower_up("r1", "a", 1, 20);
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 20);
     m.tick(30, &mut log);
@@ -173,13 +167,7 @@ fn a_parked_write_starts_when_a_replica_joins() {
 fn a_sync_write_is_answered_only_once_the_in_sync_replica_has_it_durably() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn(1), 11);
     assert!(answers(&mut m).is_empty(), "applied is not durable");
@@ -194,13 +182,7 @@ fn a_sync_write_is_answered_only_once_the_in_sync_replica_has_it_durably() {
 fn a_held_write_past_its_deadline_fails_saying_it_was_applied() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
     m.tick(10 + TIMEOUT, &mut log);
     let got = answers(&mut m);
@@ -263,7 +245,7 @@ fn a_replica_takes_entries_that_continue_its_log_and_refuses_stale_epochs() {
     let gap = m.check_entries(Epoch(2), pos(2, 2), [pos(2, 3)]);
     assert!(gap.is_err_and(|e| e.contains("do not continue")));
     let mut log = Log::default();
-    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 10, 1, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
     assert!(
         answers(&mut m).is_empty(),
         "the read waits until what it saw is durable"
@@ -287,13 +269,7 @@ fn a_leader_takes_no_entries() {
 fn wait_counts_followers_holding_the_lsn_durably() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Async,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 1);
     m.log_durable(Lsn(1));
     answers(&mut m);
     m.wait(1, None, 100, 10, 2);
@@ -311,20 +287,8 @@ fn wait_counts_followers_holding_the_lsn_durably() {
 fn becoming_a_replica_fails_the_writes_still_waiting() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
-    m.batch(
-        vec![args(&["SET", "k", "w"])],
-        AckMode::Sync,
-        10,
-        2,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
+    run(&mut m, &mut log, &["SET", "k", "w"], AckMode::Sync, 10, 2);
     m.become_replica();
     let got = answers(&mut m);
     assert_eq!(got.len(), 2);
@@ -354,7 +318,7 @@ fn a_snapshot_replaces_the_state_and_releases_held_reads() {
     assert_eq!(m.durable(), Lsn(40));
     assert_eq!(m.epoch(), Epoch(3));
     let mut log = Log::default();
-    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 10, 1, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
     assert_eq!(
         answers(&mut m),
         vec![batch(1, vec![Reply::Bulk("s".into())], pos(3, 40), None)]
@@ -375,13 +339,7 @@ fn a_command_too_large_for_the_log_is_refused_before_it_is_applied() {
     );
     let mut log = Log::default();
     let big = "x".repeat(100);
-    m.batch(
-        vec![args(&["SET", "k", &big])],
-        AckMode::Async,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", &big], AckMode::Async, 10, 1);
     let got = answers(&mut m);
     assert!(
         matches!(&got[0].1, Answer::Batch(r) if matches!(&r.replies[0], Reply::Error(e) if e.contains("too large")))
@@ -415,13 +373,7 @@ fn the_configured_commit_rule_is_the_one_used() {
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 0);
     let mut log = Log::default();
     m.tick(0, &mut log);
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
     assert_eq!(
         answers(&mut m).len(),
@@ -437,13 +389,7 @@ fn reports_from_an_older_link_are_ignored() {
     let mut log = Log::default();
     m.follower_up("r1", "a", 2, 5);
     m.follower_ack("r1", 2, Lsn::ZERO, Lsn::ZERO, 5);
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
     assert!(
@@ -465,12 +411,13 @@ fn reports_from_an_older_link_are_ignored() {
 fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "1"])],
+    run(
+        &mut m,
+        &mut log,
+        &["SET", "k", "1"],
         AckMode::SemiSync(1),
         10,
         1,
-        &mut log,
     );
     m.log_durable(Lsn(1));
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
@@ -479,12 +426,13 @@ fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
     // before no longer counts, nor does where its new link starts.
     m.follower_up("r1", "a", 2, 12);
     assert_eq!(m.replicas().get("r1").map(|r| r.durable), Some(Lsn::ZERO));
-    m.batch(
-        vec![args(&["SET", "k", "2"])],
+    run(
+        &mut m,
+        &mut log,
+        &["SET", "k", "2"],
         AckMode::SemiSync(1),
         13,
         2,
-        &mut log,
     );
     m.log_durable(Lsn(2));
     m.follower_ack("r1", 2, Lsn(1), Lsn(2), 14);
@@ -497,20 +445,14 @@ fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
 fn a_leader_read_waits_until_its_mode_has_committed_what_it_saw() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
-    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 11, 2, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 11, 2);
     assert!(
         answers(&mut m).is_empty(),
         "the read saw a write no replica holds yet"
     );
-    m.batch(vec![args(&["GET", "k"])], AckMode::Async, 11, 3, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 11, 3);
     assert_eq!(
         answers(&mut m),
         vec![batch(3, vec![Reply::Bulk("v".into())], pos(1, 1), None)],
@@ -530,16 +472,10 @@ fn a_leader_read_waits_until_its_mode_has_committed_what_it_saw() {
 fn a_held_read_past_its_deadline_fails_naming_what_it_saw() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Async,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 1);
     m.log_durable(Lsn(1));
     answers(&mut m);
-    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 20, 2, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 20, 2);
     m.tick(20 + TIMEOUT, &mut log);
     let got = answers(&mut m);
     let [(2, Answer::Batch(reply))] = got.as_slice() else {
@@ -560,18 +496,12 @@ fn a_held_read_past_its_deadline_fails_naming_what_it_saw() {
 fn what_a_mode_committed_stays_committed_when_a_follower_reconnects() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
-    m.batch(
-        vec![args(&["SET", "k", "v"])],
-        AckMode::Sync,
-        10,
-        1,
-        &mut log,
-    );
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
     m.log_durable(Lsn(1));
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
     assert_eq!(answers(&mut m).len(), 1);
     m.follower_up("r1", "a", 2, 12);
-    m.batch(vec![args(&["GET", "k"])], AckMode::Sync, 13, 2, &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 13, 2);
     assert_eq!(
         answers(&mut m),
         vec![batch(2, vec![Reply::Bulk("v".into())], pos(1, 1), None)],
