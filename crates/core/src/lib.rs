@@ -10,6 +10,8 @@
 //!   applying them.
 //! - [`reply`]: [`Reply`], protocol-independent replies.
 //! - [`glob`]: Redis's glob-style pattern matching (`KEYS`, `SCAN MATCH`).
+//! - [`control`]: the control plane's cluster map and the choice of the replica to promote on
+//!   failover.
 //! - [`replication`]: acknowledgement modes and commit rules, replica progress and the in-sync
 //!   set, held replies, follower checks, consistency tokens and session guarantees.
 //!
@@ -33,6 +35,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod command;
+pub mod control;
 pub mod glob;
 pub mod position;
 pub mod replication;

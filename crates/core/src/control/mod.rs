@@ -1,0 +1,20 @@
+//! The control plane's decisions, as deterministic functions: the cluster map every node
+//! agrees on through the consensus group, and the choice of the replica to promote when the
+//! leader is lost. The consensus group itself (Raft) carries [`MapCommand`]s; nothing here
+//! does I/O.
+//!
+//! - [`map`]: [`ClusterMap`] (members, voters, the leader and its epoch, the in-sync set, each
+//!   replica's upstream, unclean failover) and the [`MapCommand`]s that change it.
+//! - [`election`]: [`choose_leader`], the rule that keeps every write the cluster's mode
+//!   acknowledged.
+
+pub mod election;
+pub mod map;
+
+#[cfg(test)]
+mod election_test;
+#[cfg(test)]
+mod map_test;
+
+pub use election::{choose_leader, Choice, ElectionError, Report};
+pub use map::{ClusterMap, MapCommand, MapError, Member};
