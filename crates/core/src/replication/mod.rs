@@ -9,6 +9,8 @@
 //!   commit LSN each acknowledgement mode allows.
 //! - [`pending`]: [`Pending`], replies held until the commit LSN of their mode covers them, or
 //!   until their deadline.
+//! - [`epochs`]: [`EpochTable`], where each epoch starts in a log, and [`shared_prefix`], the
+//!   last entry two logs share (where a returning old leader truncates its log).
 //! - [`follower`]: checks on `Entries` and heartbeats (fencing by epoch, continuity), and the
 //!   upstream's choice between streaming the log and sending a snapshot.
 //! - [`machine`]: [`Machine`], a node's replication state machine composed of the above: the
@@ -20,6 +22,7 @@
 //! Time comes in as milliseconds; nothing here reads a clock.
 
 pub mod ack;
+pub mod epochs;
 pub mod follower;
 pub mod machine;
 pub mod pending;
@@ -28,6 +31,8 @@ pub mod session;
 
 #[cfg(test)]
 mod ack_test;
+#[cfg(test)]
+mod epochs_test;
 #[cfg(test)]
 mod follower_test;
 #[cfg(test)]
@@ -44,6 +49,7 @@ mod replication_test;
 mod session_test;
 
 pub use ack::{AckMode, AckModeError};
+pub use epochs::{shared_prefix, EpochOrderError, EpochTable};
 pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
 pub use machine::{
     Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, Now, NOREPLICAS,
