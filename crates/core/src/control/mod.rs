@@ -1,20 +1,25 @@
 //! The control plane's decisions, as deterministic functions: the cluster map every node
-//! agrees on through the consensus group, and the choice of the replica to promote when the
-//! leader is lost. The consensus group itself (Raft) carries [`MapCommand`]s; nothing here
-//! does I/O.
+//! agrees on through the consensus group, the group's members, and the choice of the replica
+//! to promote when the leader is lost. Nothing here does I/O.
 //!
 //! - [`map`]: [`ClusterMap`] (members, voters, the leader and its epoch, the in-sync set, each
 //!   replica's upstream, unclean failover) and the [`MapCommand`]s that change it.
+//! - [`group`]: [`Group`], a member of the consensus group (Raft, tikv's raft-rs) that carries
+//!   the map's commands; sans-IO and replayable from a seed.
 //! - [`election`]: [`choose_leader`], the rule that keeps every write the cluster's mode
 //!   acknowledged.
 
 pub mod election;
+pub mod group;
 pub mod map;
 
 #[cfg(test)]
 mod election_test;
 #[cfg(test)]
+mod group_test;
+#[cfg(test)]
 mod map_test;
 
 pub use election::{choose_leader, Choice, ElectionError, Report};
+pub use group::{Group, GroupConfig, GroupError, GroupEvent, Outgoing};
 pub use map::{ClusterMap, MapCommand, MapError, Member};
