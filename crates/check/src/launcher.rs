@@ -781,8 +781,10 @@ pub fn netns_available(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A `/24` under `10.77.0.0/16` that no address or route of this namespace uses, starting the
-/// search at `start` (spread runs by process id).
+/// A `/24` under `10.77.0.0/16` that no address or route of this namespace overlaps (a route
+/// covering it, such as `10.77.0.0/16` or `10.0.0.0/8`, counts: the run's host link must not
+/// take over addresses that lead elsewhere), starting the search at `start` (spread runs by
+/// process id).
 ///
 /// # Errors
 /// `ip` fails, or every one is in use.
@@ -792,15 +794,44 @@ pub fn free_subnet(start: u32) -> Result<u8, NetError> {
         ip(&["-o", "-4", "addr", "show"])?,
         ip(&["-4", "route", "show", "table", "all"])?
     );
+    let prefixes = ipv4_prefixes(&used);
     for k in 0..u32::from(SUBNET_TRIES_MAX) {
         // 1..=250: 0 and the top of the range are left to people.
         let subnet = u8::try_from((start + k) % 250 + 1).unwrap_or(1);
-        let net = format!("{}.{}.{subnet}.", NETNS_NET[0], NETNS_NET[1]);
-        if !used.contains(&net) {
+        let candidate = (
+            u32::from_be_bytes([NETNS_NET[0], NETNS_NET[1], subnet, 0]),
+            24,
+        );
+        if !prefixes.iter().any(|p| overlaps(*p, candidate)) {
             return Ok(subnet);
         }
     }
     Err(NetError::NoSubnet)
+}
+
+/// Every IPv4 address (`/32`) or prefix named in `ip` output, the default route left out.
+fn ipv4_prefixes(text: &str) -> Vec<(u32, u8)> {
+    text.split_whitespace()
+        .filter_map(|token| {
+            let (addr, len) = match token.split_once('/') {
+                Some((a, l)) => (a, l.parse::<u8>().ok()?),
+                None => (token, 32),
+            };
+            let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+            (1..=32).contains(&len).then_some((u32::from(addr), len))
+        })
+        .collect()
+}
+
+/// Whether two IPv4 prefixes share an address.
+fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
+    let len = a.1.min(b.1);
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    a.0 & mask == b.0 & mask
 }
 
 /// The network namespaces of one run: a switch namespace holding bridge `br0`, one namespace
@@ -970,5 +1001,31 @@ mod tests {
         assert!(!replica.contains("--replica-lag-max-ms 1000"), "{replica}");
         assert!(replica.ends_with("--replica-lag-max-ms 300"), "{replica}");
         assert!(!text(&p, 0).contains("--replicaof"));
+    }
+
+    #[test]
+    fn subnets_covered_by_any_address_or_route_count_as_used() {
+        let text = "2: eth0    inet 192.168.1.20/24 brd 192.168.1.255 scope global eth0\n\
+                    default via 192.168.1.1 dev eth0\n\
+                    10.77.0.0/16 via 192.168.1.9 dev eth0\n\
+                    local 10.78.3.4 dev lo table local";
+        let prefixes = ipv4_prefixes(text);
+        let net = |c: u8| (u32::from_be_bytes([10, 77, c, 0]), 24);
+        assert!(
+            prefixes.iter().any(|p| overlaps(*p, net(5))),
+            "the /16 route covers it"
+        );
+        let other = |a: u8, b: u8| (u32::from_be_bytes([10, a, b, 0]), 24);
+        assert!(
+            prefixes.iter().any(|p| overlaps(*p, other(78, 3))),
+            "an address in it"
+        );
+        assert!(!prefixes.iter().any(|p| overlaps(*p, other(78, 4))));
+        assert!(
+            !prefixes.iter().any(|p| p.1 == 0),
+            "the default route is not a prefix here"
+        );
+        assert!(overlaps((u32::from_be_bytes([10, 0, 0, 0]), 8), net(9)));
+        assert!(!overlaps(net(9), net(10)));
     }
 }

@@ -89,7 +89,7 @@ async fn follow_session(
     writer: &mut LinkWriter,
 ) -> Result<(), LinkError> {
     let faults = &shared.repl.faults;
-    let (prev, addr) = tokio::select! {
+    let (prev, addr, generation) = tokio::select! {
         r = start_session(shared, id, peer, reader, writer) => r?,
         e = faults.until_blocked(id) => return Err(e),
     };
@@ -104,7 +104,7 @@ async fn follow_session(
         .await;
     // A block set meanwhile ends the stream at once; the follower is then marked down.
     let result = tokio::select! {
-        r = stream(shared, id, link, reader, writer, prev) => r,
+        r = stream(shared, id, link, reader, writer, prev, generation) => r,
         e = faults.until_blocked(id) => Err(e),
     };
     shared
@@ -118,14 +118,15 @@ async fn follow_session(
 }
 
 /// Reads the follower's `Fetch`, then sends a snapshot when it needs one; returns the position
-/// the stream continues from and the follower's client address.
+/// the stream continues from, the follower's client address, and the generation of this
+/// node's log the plan was made on (a log replaced since then must not be streamed from).
 async fn start_session(
     shared: &Arc<Shared>,
     id: &str,
     peer: Option<SocketAddr>,
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
-) -> Result<(LogPosition, String), LinkError> {
+) -> Result<(LogPosition, String, u64), LinkError> {
     let (from, epoch, history, listen_port) = match reader
         .recv_within(peer_link::HANDSHAKE_TIMEOUT, "waiting for Fetch")
         .await?
@@ -159,17 +160,17 @@ async fn start_session(
     let history_ours = shared.repl.status().history;
     let epoch_at_from = epoch_at(shared, from.lsn, state).await;
     let plan = plan_fetch(from, history, history_ours, state.last, epoch_at_from);
-    let prev = match plan {
+    let (prev, generation) = match plan {
         FetchPlan::Stream { .. } => {
             info!(follower = %id, from = %from, "streaming the log (partial resync)");
-            from
+            (from, state.generation)
         }
         FetchPlan::Snapshot { reason } => {
             info!(follower = %id, from = %from, reason, "sending a snapshot (full resync)");
             send_snapshot(shared, writer).await?
         }
     };
-    Ok((prev, addr))
+    Ok((prev, addr, generation))
 }
 
 /// The epoch of our record at `lsn`: from the feed, the log files, or the snapshot position.
@@ -201,11 +202,12 @@ async fn epoch_at(shared: &Arc<Shared>, lsn: Lsn, state: FeedState) -> Option<Ep
     .flatten()
 }
 
-/// Sends a snapshot of the node's state; returns the position it covers.
+/// Sends a snapshot of the node's state; returns the position it covers and the generation of
+/// the log it was taken from.
 async fn send_snapshot(
     shared: &Arc<Shared>,
     writer: &mut LinkWriter,
-) -> Result<LogPosition, LinkError> {
+) -> Result<(LogPosition, u64), LinkError> {
     let (done, rx) = oneshot::channel();
     if !shared
         .node
@@ -214,7 +216,7 @@ async fn send_snapshot(
     {
         return Err(LinkError::Closed);
     }
-    let (store, pos, history) = rx.await.map_err(|_| LinkError::Closed)?;
+    let (store, pos, history, generation) = rx.await.map_err(|_| LinkError::Closed)?;
     let chunks = tokio::task::spawn_blocking(move || -> Vec<Vec<u8>> {
         let chunks: Vec<Vec<u8>> = Store::snapshot_chunks(&store, SNAPSHOT_CHUNK_ENTRIES).collect();
         drop(store);
@@ -242,7 +244,7 @@ async fn send_snapshot(
         .send(&PeerMessage::SnapshotEnd { chunks: count })
         .await?;
     info!(at = %pos, bytes = total_bytes, chunks = count, "snapshot sent");
-    Ok(pos)
+    Ok((pos, generation))
 }
 
 /// Streams the entries after `prev`, with heartbeats, while passing acks to the node.
@@ -253,10 +255,10 @@ async fn stream(
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
     mut prev: LogPosition,
+    generation: u64,
 ) -> Result<(), LinkError> {
     let mut next = prev.lsn.next();
     let mut feed = shared.repl.feed.subscribe();
-    let generation = feed.borrow().generation;
     let mut cursor: Option<LogCursor> = None;
     let mut heartbeat = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -131,8 +131,9 @@ pub enum NodeMsg {
     },
     /// A link needs a snapshot to bootstrap a follower: the store as of a log position.
     SnapshotForFollower {
-        /// The store, its position and the history id.
-        done: oneshot::Sender<(Store, LogPosition, u64)>,
+        /// The store, its position, the history id and the log's generation (bumped when a
+        /// snapshot from the upstream replaces the log).
+        done: oneshot::Sender<(Store, LogPosition, u64, u64)>,
     },
     /// Entries (or a heartbeat, with no records) from the upstream.
     Replicate {
@@ -639,6 +640,7 @@ impl Node {
                     self.machine.store().clone(),
                     self.machine.last(),
                     self.meta.history,
+                    self.feed_generation,
                 ));
             }
             NodeMsg::Replicate {

@@ -161,6 +161,9 @@ struct Waiter<T> {
 #[derive(Debug)]
 struct Parked<T> {
     cmds: Vec<Vec<Bytes>>,
+    /// Whether the batch writes: only a write waits for in-sync replicas to start; a read
+    /// waits only for the batches parked before it.
+    writes: bool,
     mode: AckMode,
     deadline_ms: u64,
     done: T,
@@ -333,12 +336,15 @@ impl<T> Machine<T> {
                 .and_then(|n| Store::command_spec(n))
                 .is_some_and(|s| s.write)
         });
-        // Writes in a mode that needs replicas start only once enough are in sync (and in
-        // order behind the ones already waiting); they fail after the timeout rather than run
-        // with less than the mode promises.
-        if writes && self.leader && (!self.parked.is_empty() || !self.replicas.can_start(mode)) {
+        // Writes in a mode that needs replicas start only once enough are in sync; they fail
+        // after the timeout rather than run with less than the mode promises. Every batch,
+        // reads too, waits behind the batches already parked: a connection's read must not
+        // overtake its own earlier write.
+        let must_wait = writes && !self.replicas.can_start(mode);
+        if self.leader && (!self.parked.is_empty() || must_wait) {
             self.parked.push_back(Parked {
                 cmds,
+                writes,
                 mode,
                 deadline_ms: now.mono_ms.saturating_add(self.config.write_ack_timeout_ms),
                 done,
@@ -458,8 +464,7 @@ impl<T> Machine<T> {
     /// what it reported on an earlier link may belong to a log the new link replaces.
     pub fn follower_up(&mut self, id: &str, addr: &str, link: u64, mono_ms: u64) {
         self.links.insert(id.to_string(), link);
-        self.replicas.connect(id, addr, mono_ms);
-        self.replicas.reset_replica(id, Lsn::ZERO);
+        self.replicas.start_link(id, addr, mono_ms);
     }
 
     /// A follower reported its durable and applied LSNs on `link`. Releases what that
@@ -592,7 +597,7 @@ impl<T> Machine<T> {
             if !self.leader {
                 break;
             }
-            if self.replicas.can_start(front.mode) {
+            if !front.writes || self.replicas.can_start(front.mode) {
                 if let Some(p) = self.parked.pop_front() {
                     self.run_batch(&p.cmds, p.mode, now, p.done, log);
                 }
@@ -696,15 +701,26 @@ impl<T> Machine<T> {
 
     /// Replaces the state with a snapshot from the upstream, consistent at `pos`; the log now
     /// continues after `pos`, which is durable (the caller made it so).
+    ///
+    /// Replies still held saw state of the replaced log, which may never become durable here
+    /// (the new log may be shorter): they fail, to be retried. This node's own followers
+    /// replicated the replaced log: what they reported no longer counts, and reports from
+    /// their current links are ignored (the links are closed; they reconnect).
     pub fn install_snapshot(&mut self, store: Store, pos: LogPosition) {
+        self.fail_all(
+            "TRYAGAIN this replica's state was replaced by a snapshot from its upstream; retry",
+        );
         self.raise_epoch(pos.epoch);
         self.store = store;
         self.last = pos;
         self.durable = pos.lsn;
-        self.replicas.reset_log(pos.lsn);
+        self.replicas = Replicas::new(
+            pos.lsn,
+            self.config.replica_lag_max_ms,
+            self.config.cluster_size,
+        );
+        self.links.clear();
         self.committed.clear();
-        // Replies held on a replica are reads; the new state covers them.
-        self.release();
     }
 
     /// Asserts the machine's invariants: nothing durable past what is applied, and nothing

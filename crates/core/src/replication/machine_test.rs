@@ -534,3 +534,141 @@ fn waits_are_measured_on_the_monotonic_clock_not_the_wall_clock() {
     m.tick(at(3_600_010, 10 + TIMEOUT), &mut log);
     assert_eq!(answers(&mut m).len(), 1, "the monotonic deadline passed");
 }
+
+// Found in review: each of these failed before its fix.
+
+#[test]
+fn a_read_waits_behind_a_parked_write_it_follows() {
+    let mut m = leader();
+    let mut log = Log::default();
+    run(
+        &mut m,
+        &mut log,
+        &["SET", "a", "1"],
+        AckMode::SemiSync(1),
+        10,
+        1,
+    );
+    run(&mut m, &mut log, &["GET", "a"], AckMode::SemiSync(1), 10, 2);
+    assert_eq!(m.parked_len(), 2, "the read waits behind the parked write");
+    m.follower_up("r1", "x", 1, 20);
+    m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 20);
+    m.tick(30, &mut log);
+    m.log_durable(m.last().lsn);
+    m.follower_ack("r1", 1, m.last().lsn, m.last().lsn, 40);
+    let got = answers(&mut m);
+    assert_eq!(
+        got,
+        vec![
+            batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1))),
+            batch(2, vec![Reply::Bulk("1".into())], pos(1, 1), None),
+        ]
+    );
+}
+
+#[test]
+fn a_parked_read_runs_once_the_write_before_it_fails() {
+    let mut m = leader();
+    let mut log = Log::default();
+    run(&mut m, &mut log, &["SET", "a", "1"], AckMode::Sync, 10, 1);
+    run(&mut m, &mut log, &["GET", "a"], AckMode::Async, 10, 2);
+    m.tick(10 + TIMEOUT, &mut log);
+    assert_eq!(
+        answers(&mut m),
+        vec![
+            batch(1, vec![Reply::error(NOREPLICAS)], ZERO, None),
+            batch(2, vec![Reply::Nil], ZERO, None),
+        ]
+    );
+}
+
+fn sets(n: u64) -> Vec<Command> {
+    (0..n)
+        .map(|i| Command::Set {
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from_static(b"v"),
+            expiry: Expiry::Clear,
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_fails_the_reads_held_on_the_replaced_log() {
+    let mut m = replica();
+    let mut log = Log::default();
+    let cmds = sets(10);
+    m.apply_entries(E1, (1..=10).map(|l| pos(1, l)).zip(cmds.iter()), None);
+    m.log_durable(Lsn(5));
+    run(&mut m, &mut log, &["GET", "k1"], AckMode::Async, 10, 7);
+    assert_eq!(m.held_len(), 1);
+    m.install_snapshot(Store::new(), pos(2, 3));
+    assert_eq!(m.held_len(), 0);
+    let got = answers(&mut m);
+    assert!(
+        matches!(&got[..], [(7, Answer::Batch(r))] if matches!(&r.replies[0], Reply::Error(e) if e.starts_with("TRYAGAIN"))),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn what_followers_reported_of_a_replaced_log_no_longer_counts() {
+    let mut m = replica();
+    let mut log = Log::default();
+    let cmds = sets(10);
+    m.apply_entries(E1, (1..=10).map(|l| pos(1, l)).zip(cmds.iter()), None);
+    m.log_durable(Lsn(10));
+    m.follower_up("f", "x", 1, 0);
+    m.follower_ack("f", 1, Lsn(10), Lsn(10), 0);
+    m.install_snapshot(Store::new(), pos(2, 3));
+    m.become_leader(Epoch(3));
+    m.follower_ack("f", 1, Lsn(10), Lsn(10), 1);
+    m.tick(1, &mut log);
+    run(
+        &mut m,
+        &mut log,
+        &["SET", "new", "1"],
+        AckMode::SemiSync(1),
+        2,
+        9,
+    );
+    m.log_durable(m.last().lsn);
+    let got = answers(&mut m);
+    assert!(
+        got.iter().all(|(id, _)| *id != 9),
+        "acknowledged on a follower's report of the replaced log: {got:?}"
+    );
+}
+
+#[test]
+fn a_reconnecting_in_sync_follower_keeps_its_place_until_it_acknowledges() {
+    let mut m = leader_with_in_sync_follower(0);
+    let mut log = Log::default();
+    run(&mut m, &mut log, &["SET", "a", "1"], AckMode::Sync, 1, 1);
+    m.note_shipped(1);
+    m.log_durable(m.last().lsn);
+    m.follower_ack("r1", 1, m.last().lsn, m.last().lsn, 2);
+    m.tick(3, &mut log);
+    answers(&mut m);
+    // An hour idle, then a reconnect; a tick comes before the first ack on the new link.
+    let t = 3_600_000;
+    m.follower_ack("r1", 1, m.last().lsn, m.last().lsn, t);
+    m.follower_down("r1", 1, t);
+    m.follower_up("r1", "x", 2, t);
+    assert!(
+        m.tick(t + 10, &mut log).is_empty(),
+        "the follower left the in-sync set"
+    );
+    // Until it acknowledges, it holds nothing: a sync write waits for it.
+    run(
+        &mut m,
+        &mut log,
+        &["SET", "b", "2"],
+        AckMode::Sync,
+        t + 11,
+        2,
+    );
+    m.log_durable(m.last().lsn);
+    assert!(answers(&mut m).is_empty());
+    m.follower_ack("r1", 2, m.last().lsn, m.last().lsn, t + 12);
+    assert_eq!(answers(&mut m).len(), 1);
+}

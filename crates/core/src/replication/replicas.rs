@@ -30,6 +30,9 @@ pub struct ReplicaProgress {
     pub last_contact_ms: u64,
     /// When its link came up (or went down, when not connected).
     pub since_ms: u64,
+    /// Its current link has not acknowledged yet: it counts as holding nothing, and keeps its
+    /// place in or out of the in-sync set until it acknowledges (or goes silent).
+    pub awaiting_ack: bool,
 }
 
 /// A change of the in-sync set.
@@ -124,6 +127,7 @@ impl Replicas {
                 in_sync: false,
                 last_contact_ms: now_ms,
                 since_ms: now_ms,
+                awaiting_ack: false,
             });
         r.addr = addr.to_string();
         r.connected = true;
@@ -149,6 +153,19 @@ impl Replicas {
             r.durable = r.durable.max(durable);
             r.applied = r.applied.max(applied);
             r.last_contact_ms = now_ms;
+            r.awaiting_ack = false;
+        }
+    }
+
+    /// A follower's new link came up: it counts as holding nothing until it acknowledges on
+    /// it (where the link starts is not yet on its disk, and what it reported before may
+    /// belong to a log the link replaces), and keeps its in-sync place meanwhile.
+    pub fn start_link(&mut self, id: &str, addr: &str, now_ms: u64) {
+        self.connect(id, addr, now_ms);
+        if let Some(r) = self.replicas.get_mut(id) {
+            r.durable = Lsn::ZERO;
+            r.applied = Lsn::ZERO;
+            r.awaiting_ack = true;
         }
     }
 
@@ -212,8 +229,13 @@ impl Replicas {
                 let silent = now_ms.saturating_sub(r.last_contact_ms) > self.lag_max_ms;
                 let within = r.connected && !silent && lag <= self.lag_max_ms;
                 // Staying needs only the lag bound; joining also needs every write already
-                // acknowledged under `sync`.
-                let ok = within && (r.in_sync || r.durable >= self.sync_floor);
+                // acknowledged under `sync`. A new link that has not acknowledged yet keeps
+                // its place: its lag is unknown, not large.
+                let ok = if r.awaiting_ack && r.connected && !silent {
+                    r.in_sync
+                } else {
+                    within && (r.in_sync || r.durable >= self.sync_floor)
+                };
                 (r.id.clone(), ok, lag)
             })
             .collect();

@@ -95,6 +95,7 @@ fn connect_registers_a_follower_out_of_sync_at_lsn_zero() {
             in_sync: false,
             last_contact_ms: 42,
             since_ms: 42,
+            awaiting_ack: false,
         }
     );
     assert_eq!(r.in_sync_count(), 0);
