@@ -42,6 +42,8 @@ pub struct Conn {
     pub authenticated: bool,
     /// Peer address, for `CLIENT LIST`.
     pub addr: String,
+    /// The address of this node the client reached (what `SENTINEL` names this node by).
+    pub local_ip: Option<std::net::IpAddr>,
     /// `REPLIKV ACK`: this connection's acknowledgement mode; `None` = the node's default.
     pub ack: Option<AckMode>,
     /// Read guarantees and what this connection has seen.
@@ -93,12 +95,14 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let local_ip = stream.local_addr().map(|a| a.ip());
     let mut conn = Conn {
         id: shared.next_client_id(),
         name: None,
         protocol: Protocol::Resp2,
         authenticated: shared.config.requirepass.is_none(),
         addr,
+        local_ip,
         ack: None,
         session: Session::default(),
         last_pos: LogPosition::default(),
@@ -548,6 +552,7 @@ pub const LOCAL_COMMANDS: &[(&str, i32)] = &[
     ("slaveof", 3),
     ("role", 1),
     ("replikv", -2),
+    ("sentinel", -2),
 ];
 
 fn wrong_arity(name: &str) -> Frame {
@@ -621,6 +626,7 @@ async fn local_command(
         "wait" => wait(conn, shared, args).await,
         "replicaof" | "slaveof" => replicaof(shared, args).await,
         "role" => Local::Reply(role(shared)),
+        "sentinel" => Local::Reply(crate::sentinel::run(conn, shared, &args[1..])),
         "replikv" => Local::Reply(crate::replikv_cmd::run(conn, shared, &args[1..])),
         "lastsave" => Local::Reply(Frame::Integer(
             Stats::get(&shared.stats.last_save_unix) as i64

@@ -12,6 +12,8 @@
 //! - [`peer_link`], [`link_serve`], [`link_follow`], [`feed`], [`repl_state`], [`meta`]:
 //!   replication links (both sides), the in-memory log tail they ship from, the replication
 //!   state shared with connections, and the node's identity file.
+//! - [`sentinel`]: Redis Sentinel's discovery commands, so Sentinel-aware clients find the
+//!   leader.
 //! - [`faults`]: fault injection in the peer layer (tests only, `--fault-injection`).
 #![deny(missing_docs)]
 
@@ -31,6 +33,7 @@ pub mod node;
 pub mod peer_link;
 pub mod repl_state;
 pub mod replikv_cmd;
+pub mod sentinel;
 pub mod shared;
 pub mod socket;
 pub mod stats;

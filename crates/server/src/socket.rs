@@ -41,6 +41,11 @@ impl Socket {
         self.fd.get_ref().peer_addr().ok()
     }
 
+    /// The local address the client reached.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.fd.get_ref().local_addr().ok()
+    }
+
     /// Reads what is available (waiting until something is) through `scratch` and appends it
     /// to `buf`; 0 means the peer closed its side.
     ///
