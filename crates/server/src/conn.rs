@@ -553,6 +553,7 @@ pub const LOCAL_COMMANDS: &[(&str, i32)] = &[
     ("role", 1),
     ("replikv", -2),
     ("sentinel", -2),
+    ("failover", -1),
 ];
 
 fn wrong_arity(name: &str) -> Frame {
@@ -627,7 +628,11 @@ async fn local_command(
         "replicaof" | "slaveof" => replicaof(shared, args).await,
         "role" => Local::Reply(role(shared)),
         "sentinel" => Local::Reply(crate::sentinel::run(conn, shared, &args[1..])),
+        "replikv" if args.len() == 3 && args[1].eq_ignore_ascii_case(b"takeover") => {
+            takeover(shared, &args[2]).await
+        }
         "replikv" => Local::Reply(crate::replikv_cmd::run(conn, shared, &args[1..])),
+        "failover" => failover(shared, &args[1..]).await,
         "lastsave" => Local::Reply(Frame::Integer(
             Stats::get(&shared.stats.last_save_unix) as i64
         )),
@@ -961,6 +966,80 @@ async fn replicaof(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
         .send(NodeMsg::SetUpstream { upstream, done })
         .await
     {
+        Local::Wait(rx)
+    } else {
+        Local::Reply(node_stopped())
+    }
+}
+
+/// How long `FAILOVER` waits for its target to catch up unless `TIMEOUT` says otherwise.
+const FAILOVER_TIMEOUT_MS: u64 = 10_000;
+
+/// `FAILOVER [TO host port] [TIMEOUT ms]` (Redis's command; `FORCE` and `ABORT` are not
+/// supported): hand leadership over to a replica with no acknowledged write lost. Replies once
+/// the target leads (Redis replies at once and works in the background).
+async fn failover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+    let mut target = None;
+    let mut timeout_ms = FAILOVER_TIMEOUT_MS;
+    let mut i = 0;
+    while i < args.len() {
+        let word = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+        match word.as_str() {
+            "to" if args.len() >= i + 3 => {
+                let host = String::from_utf8_lossy(&args[i + 1]);
+                let port = String::from_utf8_lossy(&args[i + 2]);
+                match format!("{host} {port}").parse::<Upstream>() {
+                    Ok(u) => target = Some(u),
+                    Err(_) => return Local::Reply(err("ERR Invalid FAILOVER target")),
+                }
+                i += 3;
+            }
+            "timeout" if args.len() > i + 1 => {
+                match std::str::from_utf8(&args[i + 1])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    Some(ms) if ms > 0 => timeout_ms = ms,
+                    _ => return Local::Reply(err("ERR FAILOVER timeout must be greater than 0")),
+                }
+                i += 2;
+            }
+            "force" | "abort" => {
+                return Local::Reply(err(format!(
+                    "ERR FAILOVER {} is not supported",
+                    word.to_uppercase()
+                )))
+            }
+            _ => return Local::Reply(err("ERR syntax error")),
+        }
+    }
+    let (done, rx) = oneshot::channel();
+    let msg = NodeMsg::Failover {
+        target,
+        timeout_ms,
+        done,
+    };
+    if shared.node.send(msg).await {
+        Local::Wait(rx)
+    } else {
+        Local::Reply(node_stopped())
+    }
+}
+
+/// `REPLIKV TAKEOVER epoch`: the leader hands leadership over to this replica.
+async fn takeover(shared: &Arc<Shared>, epoch: &[u8]) -> Local {
+    let Some(epoch) = std::str::from_utf8(epoch)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Local::Reply(err("ERR REPLIKV TAKEOVER needs an epoch"));
+    };
+    let (done, rx) = oneshot::channel();
+    let msg = NodeMsg::Takeover {
+        epoch: replikv_core::Epoch(epoch),
+        done,
+    };
+    if shared.node.send(msg).await {
         Local::Wait(rx)
     } else {
         Local::Reply(node_stopped())

@@ -2,12 +2,14 @@
 //! connection that forwards gets its own connection to the upstream's client port, so its
 //! writes keep their order. After each write the replica asks the upstream for the write's
 //! consistency token, so the client's next reads here wait until the write has arrived.
+//!
+//! A leader handing over (`FAILOVER`) reaches its target's client port the same way.
 
 use crate::config::Upstream;
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
 use replikv_core::replication::parse_token;
-use replikv_core::{AckMode, LogPosition};
+use replikv_core::{AckMode, Epoch, LogPosition};
 use replikv_proto::{encode_array_header, encode_bulk, parse_frame, Frame};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +38,7 @@ fn encode_command(args: &[Bytes], out: &mut BytesMut) {
 }
 
 impl Forwarder {
-    async fn connect(upstream: &Upstream, shared: &Shared) -> Result<Forwarder, String> {
+    async fn connect(upstream: &Upstream, password: Option<&str>) -> Result<Forwarder, String> {
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((upstream.host.as_str(), upstream.port)),
@@ -52,9 +54,12 @@ impl Forwarder {
             buf: BytesMut::new(),
             mode: None,
         };
-        if let Some(pass) = &shared.config.requirepass {
+        if let Some(pass) = password {
             let reply = f
-                .call(&[Bytes::from_static(b"AUTH"), Bytes::from(pass.clone())])
+                .call(&[
+                    Bytes::from_static(b"AUTH"),
+                    Bytes::copy_from_slice(pass.as_bytes()),
+                ])
                 .await?;
             if let Frame::Error(e) = reply {
                 return Err(format!("AUTH refused: {e}"));
@@ -111,7 +116,7 @@ pub async fn forward(
         *slot = None;
     }
     if slot.is_none() {
-        *slot = Some(Forwarder::connect(upstream, shared).await?);
+        *slot = Some(Forwarder::connect(upstream, shared.config.requirepass.as_deref()).await?);
     }
     let Some(f) = slot.as_mut() else {
         return Err("no connection".into());
@@ -145,4 +150,29 @@ pub async fn forward(
         _ => None,
     };
     Ok((reply, token))
+}
+
+/// Tells `target` (a replica holding every entry of this leader) to take leadership over,
+/// in an epoch past `epoch` (`REPLIKV TAKEOVER`), authenticating with `password`.
+///
+/// # Errors
+/// The target cannot be reached, or refuses.
+pub async fn takeover(
+    target: &Upstream,
+    password: Option<&str>,
+    epoch: Epoch,
+) -> Result<(), String> {
+    let mut f = Forwarder::connect(target, password).await?;
+    let reply = f
+        .call(&[
+            Bytes::from_static(b"REPLIKV"),
+            Bytes::from_static(b"TAKEOVER"),
+            Bytes::from(epoch.0.to_string()),
+        ])
+        .await?;
+    match reply {
+        Frame::Simple(_) => Ok(()),
+        Frame::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
 }

@@ -150,6 +150,26 @@ pub enum NodeMsg {
     },
     /// A snapshot from the upstream was received in full: replace the state and the log.
     InstallSnapshot(Box<Install>),
+    /// `FAILOVER [TO host port] [TIMEOUT ms]` on the leader: pause writes, wait until the
+    /// target replica holds every entry durably, hand leadership over, follow it.
+    Failover {
+        /// The replica to hand over to; `None`: the most up-to-date in-sync one.
+        target: Option<Upstream>,
+        /// How long the target may take to catch up before the switchover is given up.
+        timeout_ms: u64,
+        /// `+OK` once the target leads, or why not.
+        done: oneshot::Sender<Reply>,
+    },
+    /// The target of a switchover answered.
+    FailoverDone(Result<(), String>),
+    /// `REPLIKV TAKEOVER epoch` on a replica, from a leader handing over: lead, continuing
+    /// the history, in an epoch past `epoch`.
+    Takeover {
+        /// The handing-over leader's epoch.
+        epoch: Epoch,
+        /// `+OK` or an error.
+        done: oneshot::Sender<Reply>,
+    },
     /// The upstream link went up or down.
     UpstreamLink {
         /// Up or down.
@@ -288,6 +308,22 @@ pub struct Node {
     self_tx: Option<mpsc::WeakSender<NodeMsg>>,
     /// Foreground `SAVE`s waiting for a running background snapshot to finish first.
     save_waiters: Vec<oneshot::Sender<Reply>>,
+    /// A switchover in progress.
+    failover: Option<Switchover>,
+    /// The password clients give (a switchover authenticates to its target with it).
+    requirepass: Option<String>,
+}
+
+/// A `FAILOVER` in progress.
+#[derive(Debug)]
+struct Switchover {
+    target_id: String,
+    target: Upstream,
+    /// Monotonic ms past which the target has not caught up: the switchover is given up.
+    deadline_ms: u64,
+    /// The target was told to take over; its answer is awaited.
+    handing_over: bool,
+    done: oneshot::Sender<Reply>,
 }
 
 /// The identity and replication facts a node starts with, and the shared state built on them.
@@ -448,6 +484,8 @@ impl Node {
             snapshot_started_after: 0,
             self_tx: None,
             save_waiters: Vec::new(),
+            failover: None,
+            requirepass: config.requirepass.clone(),
         };
         node.publish_replication(now);
         Ok(node)
@@ -595,6 +633,16 @@ impl Node {
             }
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
+            NodeMsg::Failover {
+                target,
+                timeout_ms,
+                done,
+            } => self.on_failover(target, timeout_ms, done),
+            NodeMsg::FailoverDone(result) => self.on_failover_done(result),
+            NodeMsg::Takeover { epoch, done } => {
+                let reply = self.on_takeover(epoch);
+                let _ = done.send(reply);
+            }
             NodeMsg::Wait {
                 numreplicas,
                 lsn,
@@ -760,7 +808,163 @@ impl Node {
             }
         }
         self.deliver();
+        self.advance_failover();
         self.publish_replication(now.wall_ms);
+    }
+
+    /// `FAILOVER`: pauses writes and picks the target; [`Node::advance_failover`] does the
+    /// rest on every tick.
+    fn on_failover(
+        &mut self,
+        target: Option<Upstream>,
+        timeout_ms: u64,
+        done: oneshot::Sender<Reply>,
+    ) {
+        if !self.is_leader() {
+            let _ = done.send(Reply::error(
+                "ERR FAILOVER is not valid when server is a replica.",
+            ));
+            return;
+        }
+        if self.failover.is_some() {
+            let _ = done.send(Reply::error("ERR FAILOVER already in progress."));
+            return;
+        }
+        let replicas = self.machine.replicas();
+        let chosen = match &target {
+            Some(t) => replicas.iter().find(|r| {
+                r.connected
+                    && r.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
+                        a.port() == t.port && t.host.parse::<std::net::IpAddr>() == Ok(a.ip())
+                    })
+            }),
+            None => replicas
+                .iter()
+                .filter(|r| r.connected && r.in_sync)
+                .max_by_key(|r| r.durable),
+        };
+        let Some(r) = chosen else {
+            let _ = done.send(Reply::error(match target {
+                Some(_) => "ERR FAILOVER target HOST and PORT is not a replica.",
+                None => "ERR FAILOVER requires connected replicas.",
+            }));
+            return;
+        };
+        let Ok(addr) = r.addr.parse::<std::net::SocketAddr>() else {
+            let _ = done.send(Reply::error("ERR FAILOVER target has no usable address."));
+            return;
+        };
+        info!(target = %r.id, addr = %r.addr, "switchover: writes paused until the target has every entry");
+        self.failover = Some(Switchover {
+            target_id: r.id.clone(),
+            target: Upstream {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            deadline_ms: mono_ms().saturating_add(timeout_ms),
+            handing_over: false,
+            done,
+        });
+        self.machine.pause_writes();
+        self.advance_failover();
+    }
+
+    /// Hands leadership over once the target holds every entry durably (and this node does);
+    /// gives up at the deadline, resuming writes.
+    fn advance_failover(&mut self) {
+        let Some(f) = &self.failover else {
+            return;
+        };
+        if f.handing_over {
+            return;
+        }
+        let last = self.machine.applied();
+        let caught_up = self.machine.durable() >= last
+            && self
+                .machine
+                .replicas()
+                .get(&f.target_id)
+                .is_some_and(|r| r.connected && r.durable >= last);
+        if caught_up {
+            let target = f.target.clone();
+            let epoch = self.machine.epoch();
+            let password = self.requirepass.clone();
+            let tx = self.self_tx.clone();
+            if let Some(f) = self.failover.as_mut() {
+                f.handing_over = true;
+            }
+            info!(%target, at = %self.machine.last(), "switchover: the target has every entry; handing over");
+            tokio::spawn(async move {
+                let result = crate::forward::takeover(&target, password.as_deref(), epoch).await;
+                if let Some(tx) = tx.and_then(|tx| tx.upgrade()) {
+                    let _ = tx.send(NodeMsg::FailoverDone(result)).await;
+                }
+            });
+        } else if mono_ms() >= f.deadline_ms {
+            self.abort_failover(
+                "ERR FAILOVER target replica did not catch up in time; writes resumed",
+            );
+        }
+    }
+
+    fn abort_failover(&mut self, why: &str) {
+        if let Some(f) = self.failover.take() {
+            warn!(reason = why, "switchover given up");
+            self.machine.resume_writes(now(), &mut self.out);
+            self.deliver();
+            let _ = f.done.send(Reply::error(why.to_string()));
+        }
+    }
+
+    fn on_failover_done(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                let Some(f) = self.failover.take() else {
+                    return;
+                };
+                info!(target = %f.target, "switchover: the target leads; following it");
+                self.machine.fail_all(&format!(
+                    "READONLY the leader moved to {} during a switchover; retry there",
+                    f.target
+                ));
+                self.deliver();
+                let reply = self.on_set_upstream(Some(f.target));
+                let _ = f.done.send(reply);
+            }
+            Err(e) => self.abort_failover(&format!("ERR FAILOVER the target refused: {e}")),
+        }
+    }
+
+    /// `REPLIKV TAKEOVER`: a leader hands over after making sure this replica holds every
+    /// entry: lead in an epoch past its own, continuing the history (it writes no more).
+    fn on_takeover(&mut self, handing_over_epoch: Epoch) -> Reply {
+        if self.is_leader() {
+            return Reply::error("ERR this node already leads");
+        }
+        let epoch = Epoch(
+            self.meta
+                .epoch
+                .max(self.machine.epoch().0)
+                .max(handing_over_epoch.0)
+                + 1,
+        );
+        let meta = NodeMeta {
+            epoch: epoch.0,
+            leads: true,
+            ..self.meta.clone()
+        };
+        if let Err(e) = meta::store(&self.data_dir, &meta) {
+            return Reply::error(format!("ERR {e}"));
+        }
+        self.meta = meta;
+        self.machine.become_leader(epoch);
+        info!(%epoch, "leading: leadership handed over by the previous leader");
+        self.link_up = false;
+        self.upstream_id = None;
+        self.upstream = None;
+        self.repl.upstream.send_replace(None);
+        self.publish_replication(now_ms());
+        Reply::Ok
     }
 
     /// `REPLICAOF`: a leader that becomes a replica fails the writes still waiting (its log

@@ -192,6 +192,8 @@ pub struct Machine<T> {
     committed: BTreeMap<AckMode, Lsn>,
     /// The leader's time up to which this replica is current.
     current_as_of_ms: Option<u64>,
+    /// Writes are paused (a switchover is handing leadership over): they park until resumed.
+    paused: bool,
     config: MachineConfig,
     stats: MachineStats,
     answers: Vec<(T, Answer)>,
@@ -221,6 +223,7 @@ impl<T> Machine<T> {
             links: BTreeMap::new(),
             committed: BTreeMap::new(),
             current_as_of_ms: None,
+            paused: false,
             config,
             stats: MachineStats::default(),
             answers: Vec::new(),
@@ -340,7 +343,7 @@ impl<T> Machine<T> {
         // after the timeout rather than run with less than the mode promises. Every batch,
         // reads too, waits behind the batches already parked: a connection's read must not
         // overtake its own earlier write.
-        let must_wait = writes && !self.replicas.can_start(mode);
+        let must_wait = writes && (self.paused || !self.replicas.can_start(mode));
         if self.leader && (!self.parked.is_empty() || must_wait) {
             self.parked.push_back(Parked {
                 cmds,
@@ -438,7 +441,7 @@ impl<T> Machine<T> {
     /// Writes `cmd` on the leader's own account (active expiry), through the log like any
     /// write. Returns `false`, writing nothing, on a replica.
     pub fn write(&mut self, cmd: &Command, log: &mut impl LogSink) -> bool {
-        if !self.leader {
+        if !self.leader || self.paused {
             return false;
         }
         self.append(cmd, log);
@@ -597,7 +600,7 @@ impl<T> Machine<T> {
             if !self.leader {
                 break;
             }
-            if !front.writes || self.replicas.can_start(front.mode) {
+            if !front.writes || (!self.paused && self.replicas.can_start(front.mode)) {
                 if let Some(p) = self.parked.pop_front() {
                     self.run_batch(&p.cmds, p.mode, now, p.done, log);
                 }
@@ -632,6 +635,25 @@ impl<T> Machine<T> {
         }
     }
 
+    /// Pauses writes (a switchover): from now on every write parks, and reads behind it,
+    /// until [`Machine::resume_writes`] or the node stops leading. Parked writes still fail at
+    /// their deadline.
+    pub fn pause_writes(&mut self) {
+        self.paused = true;
+    }
+
+    /// Resumes paused writes: the parked batches start, in order, as their modes allow.
+    pub fn resume_writes(&mut self, now: impl Into<Now>, log: &mut impl LogSink) {
+        self.paused = false;
+        self.start_parked(now.into(), log);
+    }
+
+    /// Whether writes are paused.
+    #[must_use]
+    pub fn writes_paused(&self) -> bool {
+        self.paused
+    }
+
     /// This node stops leading: the writes still waiting fail (its log may be replaced).
     pub fn become_replica(&mut self) {
         if self.leader {
@@ -640,6 +662,7 @@ impl<T> Machine<T> {
             );
         }
         self.leader = false;
+        self.paused = false;
         self.committed.clear();
     }
 

@@ -672,3 +672,29 @@ fn a_reconnecting_in_sync_follower_keeps_its_place_until_it_acknowledges() {
     m.follower_ack("r1", 2, m.last().lsn, m.last().lsn, t + 12);
     assert_eq!(answers(&mut m).len(), 1);
 }
+
+#[test]
+fn paused_writes_park_with_the_reads_behind_them_and_start_when_resumed() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.pause_writes();
+    run(&mut m, &mut log, &["SET", "a", "1"], AckMode::Async, 10, 1);
+    run(&mut m, &mut log, &["GET", "a"], AckMode::Async, 10, 2);
+    assert_eq!(m.parked_len(), 2);
+    assert!(log.0.is_empty());
+    assert!(
+        !m.write(&Command::Del { keys: vec![] }, &mut log),
+        "expiry waits too"
+    );
+    m.tick(20, &mut log);
+    assert_eq!(m.parked_len(), 2, "a tick does not start paused writes");
+    m.resume_writes(30, &mut log);
+    m.log_durable(Lsn(1));
+    assert_eq!(
+        answers(&mut m),
+        vec![
+            batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1))),
+            batch(2, vec![Reply::Bulk("1".into())], pos(1, 1), None),
+        ]
+    );
+}

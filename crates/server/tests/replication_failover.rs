@@ -1,0 +1,176 @@
+//! `FAILOVER`: a leader hands leadership over to a replica with no acknowledged write lost.
+//! Writes pause while the target catches up, the target takes over in the next epoch,
+//! continuing the history, and the old leader follows it by partial resync. A target that
+//! does not catch up in time gives the switchover up and writes resume.
+
+mod common;
+
+use common::{is_error, text, wait_until, Frame, Resp, Server};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TESTING: (&str, &str) = ("REPLIKV_I_AM_TESTING", "1");
+
+fn role(node: &Server) -> Vec<Frame> {
+    match node.resp().call(&["ROLE"]) {
+        Frame::Array(items) => items,
+        other => panic!("ROLE gave {other:?}"),
+    }
+}
+
+fn wait_replicas(leader: &Server, n: usize) {
+    let ok = wait_until(
+        Duration::from_secs(30),
+        || matches!(role(leader).get(2), Some(Frame::Array(r)) if r.len() == n),
+    );
+    assert!(ok, "the leader does not list {n} replicas");
+}
+
+#[test]
+fn failover_hands_leadership_over_without_losing_an_acknowledged_write() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flags = ["--fsync", "interval"];
+    let leader = Server::start(dirs[0].path(), &flags);
+    let target = Server::start_replica(dirs[1].path(), leader.port, &flags);
+    let other = Server::start_replica(dirs[2].path(), leader.port, &flags);
+    wait_replicas(&leader, 2);
+
+    eprintln!("phase: writes flow while the leader hands over");
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = leader.port;
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut c = Resp::connect(port);
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for i in 0..100_000u32 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let key = format!("k{i}");
+                match c.try_call(&["SET", key.as_str(), "v"]) {
+                    Ok(Frame::Simple(s)) if s == "OK" => acked.push(key),
+                    Ok(_) => refused += 1,
+                    Err(_) => break,
+                }
+            }
+            (acked, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let partial_before = target.log_count("streaming the log (partial resync)");
+    let tport = target.port.to_string();
+    let reply = leader.resp().call(&[
+        "FAILOVER",
+        "TO",
+        "127.0.0.1",
+        tport.as_str(),
+        "TIMEOUT",
+        "5000",
+    ]);
+    assert_eq!(text(&reply), "OK", "FAILOVER gave {reply:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, refused) = writer.join().unwrap();
+    eprintln!("writes acknowledged {}, refused {refused}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too few writes acknowledged to mean anything"
+    );
+
+    eprintln!("phase: the target leads, the old leader follows it by partial resync");
+    assert_eq!(text(&role(&target)[0]), "master");
+    let old = role(&leader);
+    assert_eq!(text(&old[0]), "slave");
+    assert_eq!(old[2], Frame::Integer(i64::from(target.port)));
+    assert!(
+        target.wait_log(
+            "streaming the log (partial resync)",
+            partial_before + 1,
+            Duration::from_secs(20)
+        ),
+        "the old leader did not resume by partial resync:\n{}",
+        target.log_text()
+    );
+    assert!(is_error(
+        &leader.resp().call(&["SET", "after", "x"]),
+        "READONLY"
+    ));
+    assert_eq!(text(&target.resp().call(&["SET", "after", "x"])), "OK");
+
+    eprintln!("phase: every acknowledged write is on the new leader");
+    let mut c = target.resp();
+    for key in &acked {
+        assert_eq!(
+            c.call(&["GET", key.as_str()]),
+            Frame::Bulk("v".into()),
+            "acknowledged {key} is missing on the new leader"
+        );
+    }
+    drop(other);
+}
+
+#[test]
+fn failover_refuses_on_a_replica_and_for_a_node_that_is_not_a_replica() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &[]);
+    let replica = Server::start_replica(dirs[1].path(), leader.port, &[]);
+    wait_replicas(&leader, 1);
+    assert!(is_error(
+        &replica.resp().call(&["FAILOVER"]),
+        "ERR FAILOVER is not valid when server is a replica."
+    ));
+    assert!(is_error(
+        &leader.resp().call(&["FAILOVER", "TO", "127.0.0.1", "1"]),
+        "ERR FAILOVER target HOST and PORT is not a replica."
+    ));
+    assert!(is_error(
+        &leader.resp().call(&["FAILOVER", "FORCE"]),
+        "ERR FAILOVER FORCE is not supported"
+    ));
+    assert!(is_error(
+        &leader.resp().call(&["FAILOVER", "TIMEOUT", "0"]),
+        "ERR FAILOVER timeout"
+    ));
+    assert_eq!(text(&leader.resp().call(&["SET", "still", "leads"])), "OK");
+}
+
+#[test]
+fn a_target_that_does_not_catch_up_in_time_gives_the_switchover_up_and_writes_resume() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
+    let upstream = format!("127.0.0.1:{}", leader.port);
+    let slow = Server::start_with_env(
+        dirs[1].path(),
+        &["--replicaof", upstream.as_str(), "--fault-injection"],
+        &[TESTING],
+    );
+    wait_replicas(&leader, 1);
+    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 3000}}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
+    let sport = slow.port.to_string();
+    let reply = leader.resp().call(&[
+        "FAILOVER",
+        "TO",
+        "127.0.0.1",
+        sport.as_str(),
+        "TIMEOUT",
+        "300",
+    ]);
+    assert!(
+        is_error(
+            &reply,
+            "ERR FAILOVER target replica did not catch up in time"
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(text(&role(&leader)[0]), "master");
+    assert_eq!(
+        text(&leader.resp().call(&["SET", "k", "2"])),
+        "OK",
+        "writes resumed"
+    );
+}
