@@ -975,9 +975,9 @@ async fn replicaof(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
 /// How long `FAILOVER` waits for its target to catch up unless `TIMEOUT` says otherwise.
 const FAILOVER_TIMEOUT_MS: u64 = 10_000;
 
-/// `FAILOVER [TO host port] [TIMEOUT ms]` (Redis's command; `FORCE` and `ABORT` are not
-/// supported): hand leadership over to a replica with no acknowledged write lost. Replies once
-/// the target leads (Redis replies at once and works in the background).
+/// `FAILOVER [TO host port] [TIMEOUT ms]` or `FAILOVER ABORT` (Redis's command; `FORCE` is
+/// not supported): hand leadership over to a replica with no acknowledged write lost. Replies
+/// once the target leads (Redis replies at once and works in the background).
 async fn failover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
     let mut target = None;
     let mut timeout_ms = FAILOVER_TIMEOUT_MS;
@@ -1004,12 +1004,15 @@ async fn failover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
                 }
                 i += 2;
             }
-            "force" | "abort" => {
-                return Local::Reply(err(format!(
-                    "ERR FAILOVER {} is not supported",
-                    word.to_uppercase()
-                )))
+            "abort" if args.len() == 1 => {
+                let (done, rx) = oneshot::channel();
+                return if shared.node.send(NodeMsg::FailoverAbort { done }).await {
+                    Local::Wait(rx)
+                } else {
+                    Local::Reply(node_stopped())
+                };
             }
+            "force" => return Local::Reply(err("ERR FAILOVER FORCE is not supported")),
             _ => return Local::Reply(err("ERR syntax error")),
         }
     }

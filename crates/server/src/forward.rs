@@ -152,27 +152,41 @@ pub async fn forward(
     Ok((reply, token))
 }
 
+/// Why a takeover did not happen, or may not have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TakeoverError {
+    /// The target answered no (or was never asked): it does not lead.
+    Refused(String),
+    /// The request may have reached the target, but no answer came: it may lead.
+    Unknown(String),
+}
+
 /// Tells `target` (a replica holding every entry of this leader) to take leadership over,
 /// in an epoch past `epoch` (`REPLIKV TAKEOVER`), authenticating with `password`.
 ///
 /// # Errors
-/// The target cannot be reached, or refuses.
+/// The target refused, or whether it took over is unknown.
 pub async fn takeover(
     target: &Upstream,
     password: Option<&str>,
     epoch: Epoch,
-) -> Result<(), String> {
-    let mut f = Forwarder::connect(target, password).await?;
+) -> Result<(), TakeoverError> {
+    let mut f = Forwarder::connect(target, password)
+        .await
+        .map_err(TakeoverError::Refused)?;
     let reply = f
         .call(&[
             Bytes::from_static(b"REPLIKV"),
             Bytes::from_static(b"TAKEOVER"),
             Bytes::from(epoch.0.to_string()),
         ])
-        .await?;
+        .await
+        .map_err(TakeoverError::Unknown)?;
     match reply {
         Frame::Simple(_) => Ok(()),
-        Frame::Error(e) => Err(e),
-        other => Err(format!("unexpected reply {other:?}")),
+        Frame::Error(e) => Err(TakeoverError::Refused(e)),
+        other => Err(TakeoverError::Unknown(format!(
+            "unexpected reply {other:?}"
+        ))),
     }
 }

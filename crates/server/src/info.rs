@@ -248,7 +248,12 @@ fn replication_text(shared: &Shared, out: &mut String) -> std::fmt::Result {
     }
     write!(
         out,
-        "master_failover_state:no-failover\r\nmaster_replid:{:040x}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nepoch:{}\r\nnode_id:{}\r\nack_mode:{}\r\ndurable_lsn:{}\r\ncommit_lsn:{}\r\nin_sync_replicas:{}\r\nparked_writes:{}\r\nwrites_failed_no_replicas:{}\r\n",
+        "master_failover_state:{}\r\nmaster_replid:{:040x}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nepoch:{}\r\nnode_id:{}\r\nack_mode:{}\r\ndurable_lsn:{}\r\ncommit_lsn:{}\r\nin_sync_replicas:{}\r\nparked_writes:{}\r\nwrites_failed_no_replicas:{}\r\n",
+        if st.failover_state.is_empty() {
+            "no-failover"
+        } else {
+            st.failover_state
+        },
         st.history,
         st.applied.lsn.0,
         shared.config.wal_retention_bytes,

@@ -160,8 +160,14 @@ pub enum NodeMsg {
         /// `+OK` once the target leads, or why not.
         done: oneshot::Sender<Reply>,
     },
-    /// The target of a switchover answered.
-    FailoverDone(Result<(), String>),
+    /// The target of a switchover answered (or did not).
+    FailoverDone(Result<(), crate::forward::TakeoverError>),
+    /// `FAILOVER ABORT`: give up a switchover still waiting for its target, or resume writes
+    /// left paused by one whose outcome is unknown.
+    FailoverAbort {
+        /// `+OK` or why not.
+        done: oneshot::Sender<Reply>,
+    },
     /// `REPLIKV TAKEOVER epoch` on a replica, from a leader handing over: lead, continuing
     /// the history, in an epoch past `epoch`.
     Takeover {
@@ -639,6 +645,10 @@ impl Node {
                 done,
             } => self.on_failover(target, timeout_ms, done),
             NodeMsg::FailoverDone(result) => self.on_failover_done(result),
+            NodeMsg::FailoverAbort { done } => {
+                let reply = self.on_failover_abort();
+                let _ = done.send(reply);
+            }
             NodeMsg::Takeover { epoch, done } => {
                 let reply = self.on_takeover(epoch);
                 let _ = done.send(reply);
@@ -867,6 +877,7 @@ impl Node {
         });
         self.machine.pause_writes();
         self.advance_failover();
+        self.publish_replication(now_ms());
     }
 
     /// Hands leadership over once the target holds every entry durably (and this node does);
@@ -916,7 +927,26 @@ impl Node {
         }
     }
 
-    fn on_failover_done(&mut self, result: Result<(), String>) {
+    fn on_failover_abort(&mut self) -> Reply {
+        match &self.failover {
+            Some(f) if f.handing_over => {
+                Reply::error("ERR FAILOVER is handing over; it cannot be aborted now")
+            }
+            Some(_) => {
+                self.abort_failover("ERR FAILOVER aborted; writes resumed");
+                Reply::Ok
+            }
+            None if self.is_leader() && self.machine.writes_paused() => {
+                warn!("writes resumed by FAILOVER ABORT after a switchover of unknown outcome");
+                self.machine.resume_writes(now(), &mut self.out);
+                self.deliver();
+                Reply::Ok
+            }
+            None => Reply::error("ERR No failover in progress."),
+        }
+    }
+
+    fn on_failover_done(&mut self, result: Result<(), crate::forward::TakeoverError>) {
         match result {
             Ok(()) => {
                 let Some(f) = self.failover.take() else {
@@ -931,7 +961,21 @@ impl Node {
                 let reply = self.on_set_upstream(Some(f.target));
                 let _ = f.done.send(reply);
             }
-            Err(e) => self.abort_failover(&format!("ERR FAILOVER the target refused: {e}")),
+            Err(crate::forward::TakeoverError::Refused(e)) => {
+                self.abort_failover(&format!("ERR FAILOVER the target refused: {e}"));
+            }
+            // The target may lead now: resuming writes here could make two leaders. Writes
+            // stay paused until someone looks (ROLE on the target) and either points this
+            // node at it or runs FAILOVER ABORT.
+            Err(crate::forward::TakeoverError::Unknown(e)) => {
+                if let Some(f) = self.failover.take() {
+                    error!(target = %f.target, error = %e, "switchover outcome unknown; writes stay paused");
+                    let _ = f.done.send(Reply::error(format!(
+                        "ERR FAILOVER the target {} did not answer ({e}); it may lead now. Writes stay paused: check ROLE there, then REPLICAOF it, or FAILOVER ABORT to resume",
+                        f.target
+                    )));
+                }
+            }
         }
     }
 
@@ -1234,6 +1278,12 @@ impl Node {
             replicas,
             parked_writes: m.parked_len() as u64,
             writes_failed_no_replicas: m.stats().writes_failed_no_replicas,
+            failover_state: match &self.failover {
+                None if m.is_leader() && m.writes_paused() => "paused",
+                None => "no-failover",
+                Some(f) if f.handing_over => "failover-in-progress",
+                Some(_) => "waiting-for-sync",
+            },
         };
         if let Ok(mut s) = self.repl.status.lock() {
             *s = status;

@@ -85,6 +85,8 @@ pub struct ReplStatus {
     pub parked_writes: u64,
     /// Writes that failed for want of replicas.
     pub writes_failed_no_replicas: u64,
+    /// `FAILOVER` state as `INFO` shows it (Redis's names; empty: none).
+    pub failover_state: &'static str,
 }
 
 /// What the node, links, connections and admin API share about replication.

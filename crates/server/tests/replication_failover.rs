@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{is_error, text, wait_until, Frame, Resp, Server};
+use common::{info, is_error, text, wait_until, Frame, Resp, Server};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,4 +173,57 @@ fn a_target_that_does_not_catch_up_in_time_gives_the_switchover_up_and_writes_re
         "OK",
         "writes resumed"
     );
+}
+
+#[test]
+fn failover_abort_gives_a_waiting_switchover_up() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
+    let upstream = format!("127.0.0.1:{}", leader.port);
+    let slow = Server::start_with_env(
+        dirs[1].path(),
+        &["--replicaof", upstream.as_str(), "--fault-injection"],
+        &[TESTING],
+    );
+    wait_replicas(&leader, 1);
+    assert!(is_error(
+        &leader.resp().call(&["FAILOVER", "ABORT"]),
+        "ERR No failover in progress."
+    ));
+    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 5000}}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
+    let port = leader.port;
+    let sport = slow.port.to_string();
+    let waiting = std::thread::spawn(move || {
+        Resp::connect(port).call(&[
+            "FAILOVER",
+            "TO",
+            "127.0.0.1",
+            sport.as_str(),
+            "TIMEOUT",
+            "20000",
+        ])
+    });
+    // A write sent meanwhile waits, paused.
+    let in_progress = wait_until(Duration::from_secs(5), || {
+        info(leader.port, "replication").contains("master_failover_state:waiting-for-sync")
+    });
+    assert!(in_progress, "{}", info(leader.port, "replication"));
+    let mut w = leader.resp();
+    w.send(&[vec!["SET", "during", "x"]]).unwrap();
+    let parked = wait_until(Duration::from_secs(5), || {
+        info(leader.port, "replication").contains("parked_writes:1")
+    });
+    assert!(parked, "{}", info(leader.port, "replication"));
+    assert_eq!(text(&leader.resp().call(&["FAILOVER", "ABORT"])), "OK");
+    let reply = waiting.join().unwrap();
+    assert!(is_error(&reply, "ERR FAILOVER aborted"), "{reply:?}");
+    assert_eq!(text(&w.read_reply().unwrap()), "OK", "the paused write ran");
+    assert_eq!(
+        text(&leader.resp().call(&["SET", "k", "2"])),
+        "OK",
+        "writes resumed"
+    );
+    assert_eq!(text(&role(&leader)[0]), "master");
 }
