@@ -283,6 +283,12 @@ fn replication_json(shared: &Shared, st: &ReplStatus) -> serde_json::Value {
         "staleness_ms": st.staleness_ms,
         "parked_writes": st.parked_writes,
         "writes_failed_no_replicas": st.writes_failed_no_replicas,
+        "events": shared.repl.events.lock().map(|e| e.recent.iter().map(|ev| serde_json::json!({
+            "at_ms": ev.at_ms,
+            "kind": ev.kind,
+            "epoch": ev.epoch.0,
+            "detail": ev.detail,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
         "replicas": st.replicas.iter().map(|r| serde_json::json!({
             "node_id": r.id,
             "addr": r.addr,
@@ -358,6 +364,18 @@ fn replication_metrics(shared: &Shared, out: &mut String) {
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
+    }
+    let _ = write!(
+        out,
+        "# HELP replikv_replication_events_total Role changes, full resyncs and switchovers, by kind.\n# TYPE replikv_replication_events_total counter\n"
+    );
+    if let Ok(events) = shared.repl.events.lock() {
+        for (kind, n) in &events.counts {
+            let _ = writeln!(
+                out,
+                "replikv_replication_events_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
     }
     let per: &[(&str, &str, ReplicaFigure)] = &[
         (

@@ -168,6 +168,7 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
         upstream: watch::Sender::new(config.replicaof.clone()),
         status: std::sync::Mutex::new(ReplStatus::default()),
         faults: Arc::new(Faults::new(config.fault_injection)),
+        events: std::sync::Mutex::default(),
     });
     let node = Node::open(&config, Arc::clone(&stats), meta, Arc::clone(&repl))?;
     let wal = node.wal();

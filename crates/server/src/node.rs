@@ -419,6 +419,15 @@ impl Node {
         let epoch = Epoch(epoch);
         info!(snapshot = %snapshot_pos, replayed, last = %last, keys = store.stats().keys,
             %epoch, node_id = %meta.node_id, "recovered");
+        if config.replicaof.is_none() {
+            repl.record("leading", epoch, format!("started leading at {last}"));
+        } else {
+            repl.record(
+                "following",
+                epoch,
+                format!("started as a replica at {last}"),
+            );
+        }
         Stats::set(&stats.recovered_records, replayed);
         Stats::set(&stats.epoch, epoch.0);
         Stats::set(&stats.last_snapshot_lsn, snapshot_pos.lsn.0);
@@ -921,6 +930,11 @@ impl Node {
     fn abort_failover(&mut self, why: &str) {
         if let Some(f) = self.failover.take() {
             warn!(reason = why, "switchover given up");
+            self.repl.record(
+                "switchover_given_up",
+                self.machine.epoch(),
+                format!("to {}: {why}", f.target),
+            );
             self.machine.resume_writes(now(), &mut self.out);
             self.deliver();
             let _ = f.done.send(Reply::error(why.to_string()));
@@ -953,6 +967,15 @@ impl Node {
                     return;
                 };
                 info!(target = %f.target, "switchover: the target leads; following it");
+                self.repl.record(
+                    "switchover",
+                    self.machine.epoch(),
+                    format!(
+                        "handed leadership over to {} at {}",
+                        f.target,
+                        self.machine.last()
+                    ),
+                );
                 self.machine.fail_all(&format!(
                     "READONLY the leader moved to {} during a switchover; retry there",
                     f.target
@@ -1003,6 +1026,11 @@ impl Node {
         self.meta = meta;
         self.machine.become_leader(epoch);
         info!(%epoch, "leading: leadership handed over by the previous leader");
+        self.repl.record(
+            "takeover",
+            epoch,
+            format!("took leadership over at {}", self.machine.last()),
+        );
         self.link_up = false;
         self.upstream_id = None;
         self.upstream = None;
@@ -1030,6 +1058,11 @@ impl Node {
                     self.meta = meta;
                 }
                 info!(upstream = %up, "following a new upstream");
+                self.repl.record(
+                    "following",
+                    self.machine.epoch(),
+                    format!("follows {up} from {}", self.machine.last()),
+                );
                 self.machine.become_replica();
                 self.deliver();
             }
@@ -1054,6 +1087,14 @@ impl Node {
                 self.meta = meta;
                 self.machine.become_leader(epoch);
                 info!(%epoch, "leading");
+                self.repl.record(
+                    "leading",
+                    epoch,
+                    format!(
+                        "promoted (REPLICAOF NO ONE) at {}; new history {history:016x}",
+                        self.machine.last()
+                    ),
+                );
                 self.link_up = false;
                 self.upstream_id = None;
             }
@@ -1140,6 +1181,11 @@ impl Node {
         Stats::set(&self.stats.last_snapshot_lsn, pos.lsn.0);
         info!(at = %pos, keys, history = format!("{history:016x}"),
             "installed a snapshot from the upstream");
+        self.repl.record(
+            "snapshot_installed",
+            pos.epoch,
+            format!("full resync at {pos}, {keys} keys, history {history:016x}"),
+        );
         self.publish_positions();
         Ok(())
     }

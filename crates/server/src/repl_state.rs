@@ -105,6 +105,34 @@ pub struct ReplShared {
     pub status: Mutex<ReplStatus>,
     /// Injected link faults (tests only; inert unless `fault_injection` is on).
     pub faults: Arc<Faults>,
+    /// Role changes, epochs, resyncs and switchovers, newest last, and counts by kind.
+    pub events: Mutex<Events>,
+}
+
+/// Most events kept for `/status`.
+pub const EVENTS_KEPT_MAX: usize = 256;
+
+/// A replication event: a role change, a new epoch, a full resync, a switchover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// What happened: `leading`, `following`, `snapshot_installed`, `switchover`,
+    /// `switchover_given_up`, `takeover`.
+    pub kind: &'static str,
+    /// The epoch after it.
+    pub epoch: Epoch,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// The newest events and the count of each kind ever.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Newest last, at most [`EVENTS_KEPT_MAX`].
+    pub recent: std::collections::VecDeque<Event>,
+    /// Count by kind since the start.
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Debug for ReplShared {
@@ -116,6 +144,22 @@ impl std::fmt::Debug for ReplShared {
 }
 
 impl ReplShared {
+    /// Records an event (and logs nothing: the caller logs it).
+    pub fn record(&self, kind: &'static str, epoch: Epoch, detail: String) {
+        if let Ok(mut e) = self.events.lock() {
+            *e.counts.entry(kind).or_default() += 1;
+            if e.recent.len() >= EVENTS_KEPT_MAX {
+                e.recent.pop_front();
+            }
+            e.recent.push_back(Event {
+                at_ms: crate::now_ms(),
+                kind,
+                epoch,
+                detail,
+            });
+        }
+    }
+
     /// A copy of the status.
     pub fn status(&self) -> ReplStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()

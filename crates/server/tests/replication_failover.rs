@@ -227,3 +227,35 @@ fn failover_abort_gives_a_waiting_switchover_up() {
     );
     assert_eq!(text(&role(&leader)[0]), "master");
 }
+
+#[test]
+fn role_changes_are_events_in_status_and_metrics() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &[]);
+    let replica = Server::start_replica(dirs[1].path(), leader.port, &[]);
+    wait_replicas(&leader, 1);
+    let rport = replica.port.to_string();
+    assert_eq!(
+        text(
+            &leader
+                .resp()
+                .call(&["FAILOVER", "TO", "127.0.0.1", rport.as_str()])
+        ),
+        "OK"
+    );
+    let (code, status) = leader.http_get("/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let kinds: Vec<&str> = status["replication"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["leading", "switchover", "following"], "{status}");
+    let (_, metrics) = replica.http_get("/metrics");
+    assert!(
+        metrics.contains("replikv_replication_events_total{kind=\"takeover\"} 1"),
+        "{metrics}"
+    );
+}
