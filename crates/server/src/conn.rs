@@ -628,8 +628,8 @@ async fn local_command(
         "replicaof" | "slaveof" => replicaof(shared, args).await,
         "role" => Local::Reply(role(shared)),
         "sentinel" => Local::Reply(crate::sentinel::run(conn, shared, &args[1..])),
-        "replikv" if args.len() == 3 && args[1].eq_ignore_ascii_case(b"takeover") => {
-            takeover(shared, &args[2]).await
+        "replikv" if args.len() >= 2 && args[1].eq_ignore_ascii_case(b"takeover") => {
+            takeover(shared, &args[2..]).await
         }
         "replikv" => Local::Reply(crate::replikv_cmd::run(conn, shared, &args[1..])),
         "failover" => failover(shared, &args[1..]).await,
@@ -1029,17 +1029,26 @@ async fn failover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
     }
 }
 
-/// `REPLIKV TAKEOVER epoch`: the leader hands leadership over to this replica.
-async fn takeover(shared: &Arc<Shared>, epoch: &[u8]) -> Local {
-    let Some(epoch) = std::str::from_utf8(epoch)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
-        return Local::Reply(err("ERR REPLIKV TAKEOVER needs an epoch"));
+/// `REPLIKV TAKEOVER epoch node last`: the leader this replica follows hands leadership over.
+async fn takeover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
+    let parsed = match args {
+        [epoch, from, last] => std::str::from_utf8(epoch)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .zip(replikv_core::replication::parse_token(last).ok())
+            .map(|(e, l)| (e, String::from_utf8_lossy(from).into_owned(), l)),
+        _ => None,
+    };
+    let Some((epoch, from, last)) = parsed else {
+        return Local::Reply(err(
+            "ERR syntax error: REPLIKV TAKEOVER <epoch> <node-id> <epoch:lsn>",
+        ));
     };
     let (done, rx) = oneshot::channel();
     let msg = NodeMsg::Takeover {
         epoch: replikv_core::Epoch(epoch),
+        from,
+        last,
         done,
     };
     if shared.node.send(msg).await {

@@ -161,15 +161,26 @@ pub enum TakeoverError {
     Unknown(String),
 }
 
-/// Tells `target` (a replica holding every entry of this leader) to take leadership over,
-/// in an epoch past `epoch` (`REPLIKV TAKEOVER`), authenticating with `password`.
+/// What a leader handing over tells its target.
+#[derive(Clone, Debug)]
+pub struct Takeover {
+    /// The leader's epoch.
+    pub epoch: Epoch,
+    /// The leader's node id (the target's upstream).
+    pub from: String,
+    /// The leader's last entry (the target must hold exactly it, durably).
+    pub last: LogPosition,
+}
+
+/// Tells `target` (a replica holding every entry of this leader) to take leadership over
+/// (`REPLIKV TAKEOVER`), authenticating with `password`.
 ///
 /// # Errors
 /// The target refused, or whether it took over is unknown.
 pub async fn takeover(
     target: &Upstream,
     password: Option<&str>,
-    epoch: Epoch,
+    request: &Takeover,
 ) -> Result<(), TakeoverError> {
     let mut f = Forwarder::connect(target, password)
         .await
@@ -178,7 +189,9 @@ pub async fn takeover(
         .call(&[
             Bytes::from_static(b"REPLIKV"),
             Bytes::from_static(b"TAKEOVER"),
-            Bytes::from(epoch.0.to_string()),
+            Bytes::from(request.epoch.0.to_string()),
+            Bytes::from(request.from.clone()),
+            Bytes::from(request.last.to_string()),
         ])
         .await
         .map_err(TakeoverError::Unknown)?;
@@ -188,5 +201,30 @@ pub async fn takeover(
         other => Err(TakeoverError::Unknown(format!(
             "unexpected reply {other:?}"
         ))),
+    }
+}
+
+/// Tells the replica at `node` to replicate from `upstream` (`REPLICAOF`), authenticating with
+/// `password`: after a switchover, the old leader repoints its other replicas at the new one.
+///
+/// # Errors
+/// The replica cannot be reached, or refuses.
+pub async fn repoint(
+    node: &Upstream,
+    password: Option<&str>,
+    upstream: &Upstream,
+) -> Result<(), String> {
+    let mut f = Forwarder::connect(node, password).await?;
+    let reply = f
+        .call(&[
+            Bytes::from_static(b"REPLICAOF"),
+            Bytes::from(upstream.host.clone()),
+            Bytes::from(upstream.port.to_string()),
+        ])
+        .await?;
+    match reply {
+        Frame::Simple(_) => Ok(()),
+        Frame::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
     }
 }

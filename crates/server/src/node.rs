@@ -168,11 +168,16 @@ pub enum NodeMsg {
         /// `+OK` or why not.
         done: oneshot::Sender<Reply>,
     },
-    /// `REPLIKV TAKEOVER epoch` on a replica, from a leader handing over: lead, continuing
-    /// the history, in an epoch past `epoch`.
+    /// `REPLIKV TAKEOVER epoch node last` on a replica, from the leader it replicates from,
+    /// handing over with every entry up to `last` here: lead, continuing the history, in an
+    /// epoch past `epoch`.
     Takeover {
         /// The handing-over leader's epoch.
         epoch: Epoch,
+        /// Its node id: it must be this node's upstream.
+        from: String,
+        /// Its last entry: this node must hold exactly that, durably.
+        last: LogPosition,
         /// `+OK` or an error.
         done: oneshot::Sender<Reply>,
     },
@@ -658,8 +663,13 @@ impl Node {
                 let reply = self.on_failover_abort();
                 let _ = done.send(reply);
             }
-            NodeMsg::Takeover { epoch, done } => {
-                let reply = self.on_takeover(epoch);
+            NodeMsg::Takeover {
+                epoch,
+                from,
+                last,
+                done,
+            } => {
+                let reply = self.on_takeover(epoch, &from, last);
                 let _ = done.send(reply);
             }
             NodeMsg::Wait {
@@ -892,30 +902,62 @@ impl Node {
     /// Hands leadership over once the target holds every entry durably (and this node does);
     /// gives up at the deadline, resuming writes.
     fn advance_failover(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
         let Some(f) = &self.failover else {
             return;
         };
         if f.handing_over {
             return;
         }
-        let last = self.machine.applied();
-        let caught_up = self.machine.durable() >= last
+        // Every entry durable here and on the target, and no reply still held for its mode:
+        // a held write was applied, and failing it as "moved" would invite a second apply.
+        let last = self.machine.last();
+        let caught_up = self.machine.durable() >= last.lsn
+            && self.machine.held_len() == 0
             && self
                 .machine
                 .replicas()
                 .get(&f.target_id)
-                .is_some_and(|r| r.connected && r.durable >= last);
+                .is_some_and(|r| r.connected && r.durable >= last.lsn);
         if caught_up {
+            // Recorded before the target is asked: if this node restarts not knowing the
+            // outcome, it does not lead this history again (it would start a new one).
+            let meta = NodeMeta {
+                leads: false,
+                ..self.meta.clone()
+            };
+            if let Err(e) = meta::store(&self.data_dir, &meta) {
+                self.abort_failover(&format!("ERR FAILOVER cannot record the hand-over: {e}"));
+                return;
+            }
+            self.meta = meta;
             let target = f.target.clone();
-            let epoch = self.machine.epoch();
+            let remaining = f.deadline_ms.saturating_sub(mono_ms()).max(1_000);
+            let request = crate::forward::Takeover {
+                epoch: self.machine.epoch(),
+                from: self.repl.node_id.clone(),
+                last,
+            };
             let password = self.requirepass.clone();
             let tx = self.self_tx.clone();
             if let Some(f) = self.failover.as_mut() {
                 f.handing_over = true;
             }
-            info!(%target, at = %self.machine.last(), "switchover: the target has every entry; handing over");
+            info!(%target, at = %last, "switchover: the target has every entry; handing over");
             tokio::spawn(async move {
-                let result = crate::forward::takeover(&target, password.as_deref(), epoch).await;
+                let result = match tokio::time::timeout(
+                    Duration::from_millis(remaining),
+                    crate::forward::takeover(&target, password.as_deref(), &request),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(crate::forward::TakeoverError::Unknown(
+                        "no answer within the FAILOVER timeout".into(),
+                    )),
+                };
                 if let Some(tx) = tx.and_then(|tx| tx.upgrade()) {
                     let _ = tx.send(NodeMsg::FailoverDone(result)).await;
                 }
@@ -952,6 +994,19 @@ impl Node {
             }
             None if self.is_leader() && self.machine.writes_paused() => {
                 warn!("writes resumed by FAILOVER ABORT after a switchover of unknown outcome");
+                let meta = NodeMeta {
+                    leads: true,
+                    ..self.meta.clone()
+                };
+                if let Err(e) = meta::store(&self.data_dir, &meta) {
+                    return Reply::error(format!("ERR {e}"));
+                }
+                self.meta = meta;
+                self.repl.record(
+                    "switchover_aborted",
+                    self.machine.epoch(),
+                    "writes resumed by FAILOVER ABORT after a switchover of unknown outcome".into(),
+                );
                 self.machine.resume_writes(now(), &mut self.out);
                 self.deliver();
                 Reply::Ok
@@ -961,6 +1016,9 @@ impl Node {
     }
 
     fn on_failover_done(&mut self, result: Result<(), crate::forward::TakeoverError>) {
+        if self.failover.is_none() || !self.is_leader() {
+            return;
+        }
         match result {
             Ok(()) => {
                 let Some(f) = self.failover.take() else {
@@ -976,6 +1034,33 @@ impl Node {
                         self.machine.last()
                     ),
                 );
+                // The other direct replicas follow the new leader too (best effort: one that
+                // misses it keeps following this node, which relays the new leader's log).
+                let others: Vec<Upstream> = self
+                    .machine
+                    .replicas()
+                    .iter()
+                    .filter(|r| r.connected && r.id != f.target_id)
+                    .filter_map(|r| r.addr.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| Upstream {
+                        host: a.ip().to_string(),
+                        port: a.port(),
+                    })
+                    .collect();
+                for node in others {
+                    let target = f.target.clone();
+                    let password = self.requirepass.clone();
+                    tokio::spawn(async move {
+                        match crate::forward::repoint(&node, password.as_deref(), &target).await {
+                            Ok(()) => {
+                                info!(replica = %node, new_leader = %target, "repointed a replica at the new leader")
+                            }
+                            Err(e) => {
+                                warn!(replica = %node, error = %e, "could not repoint a replica at the new leader; it keeps following this node")
+                            }
+                        }
+                    });
+                }
                 self.machine.fail_all(&format!(
                     "READONLY the leader moved to {} during a switchover; retry there",
                     f.target
@@ -985,7 +1070,25 @@ impl Node {
                 let _ = f.done.send(reply);
             }
             Err(crate::forward::TakeoverError::Refused(e)) => {
-                self.abort_failover(&format!("ERR FAILOVER the target refused: {e}"));
+                // The target does not lead: this node goes on leading its history.
+                let meta = NodeMeta {
+                    leads: true,
+                    ..self.meta.clone()
+                };
+                match meta::store(&self.data_dir, &meta) {
+                    Ok(()) => {
+                        self.meta = meta;
+                        self.abort_failover(&format!("ERR FAILOVER the target refused: {e}"));
+                    }
+                    Err(store) => {
+                        error!(error = %store, "cannot record leading again; writes stay paused");
+                        if let Some(f) = self.failover.take() {
+                            let _ = f.done.send(Reply::error(format!(
+                                "ERR FAILOVER the target refused ({e}) and this node cannot record that it leads again ({store}); writes stay paused"
+                            )));
+                        }
+                    }
+                }
             }
             // The target may lead now: resuming writes here could make two leaders. Writes
             // stay paused until someone looks (ROLE on the target) and either points this
@@ -993,6 +1096,11 @@ impl Node {
             Err(crate::forward::TakeoverError::Unknown(e)) => {
                 if let Some(f) = self.failover.take() {
                     error!(target = %f.target, error = %e, "switchover outcome unknown; writes stay paused");
+                    self.repl.record(
+                        "switchover_unknown",
+                        self.machine.epoch(),
+                        format!("to {}: {e}; writes paused", f.target),
+                    );
                     let _ = f.done.send(Reply::error(format!(
                         "ERR FAILOVER the target {} did not answer ({e}); it may lead now. Writes stay paused: check ROLE there, then REPLICAOF it, or FAILOVER ABORT to resume",
                         f.target
@@ -1004,9 +1112,21 @@ impl Node {
 
     /// `REPLIKV TAKEOVER`: a leader hands over after making sure this replica holds every
     /// entry: lead in an epoch past its own, continuing the history (it writes no more).
-    fn on_takeover(&mut self, handing_over_epoch: Epoch) -> Reply {
+    fn on_takeover(&mut self, handing_over_epoch: Epoch, from: &str, last: LogPosition) -> Reply {
         if self.is_leader() {
             return Reply::error("ERR this node already leads");
+        }
+        if self.upstream_id.as_deref() != Some(from) {
+            return Reply::error(format!(
+                "ERR this node does not replicate from {from}; it will not take over from it"
+            ));
+        }
+        if self.machine.last() != last || self.machine.durable() < last.lsn {
+            return Reply::error(format!(
+                "ERR this node is at {} (durable {}), not at {last}: it would lose writes",
+                self.machine.last(),
+                self.machine.durable()
+            ));
         }
         let epoch = Epoch(
             self.meta
@@ -1044,6 +1164,15 @@ impl Node {
     fn on_set_upstream(&mut self, upstream: Option<Upstream>) -> Reply {
         if upstream == self.upstream {
             return Reply::Ok;
+        }
+        match &self.failover {
+            Some(f) if f.handing_over => {
+                return Reply::error(
+                    "ERR a FAILOVER is handing leadership over; wait for its outcome",
+                )
+            }
+            Some(_) => self.abort_failover("ERR FAILOVER aborted by REPLICAOF"),
+            None => {}
         }
         match &upstream {
             Some(up) => {
@@ -1193,7 +1322,7 @@ impl Node {
     /// Deletes keys whose TTL has passed, through the log like any write, so replicas and a
     /// restart see the same deletions. Replicas wait for their leader's deletions.
     fn on_tick_expire(&mut self) {
-        if !self.is_leader() {
+        if !self.is_leader() || self.machine.writes_paused() {
             return;
         }
         // Like Redis's active expiry: keep going while whole batches expire, within a time

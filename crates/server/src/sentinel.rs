@@ -52,7 +52,7 @@ pub fn run(conn: &Conn, shared: &Shared, args: &[Bytes]) -> Frame {
         }
         "replicas" | "slaves" if want(2) => {
             if name_ok(1) {
-                replicas(shared)
+                replicas(conn, shared)
             } else {
                 Frame::Error("ERR No such master with that name".into())
             }
@@ -128,12 +128,16 @@ fn master_state(conn: &Conn, shared: &Shared) -> Frame {
     ])
 }
 
-fn replicas(shared: &Shared) -> Frame {
+/// The replicas this node serves: their master is this node.
+fn replicas(conn: &Conn, shared: &Shared) -> Frame {
     let status = shared.repl.status();
-    let (master_host, master_port) = match &status.upstream {
-        None => ("?".to_string(), shared.config.port),
-        Some(up) => (up.host.clone(), up.port),
+    let bind = shared.config.bind;
+    let master_host = if bind.is_unspecified() {
+        conn.local_ip.unwrap_or(bind).to_string()
+    } else {
+        bind.to_string()
     };
+    let master_port = shared.config.port;
     let list = status
         .replicas
         .iter()

@@ -98,6 +98,24 @@ fn failover_hands_leadership_over_without_losing_an_acknowledged_write() {
         &leader.resp().call(&["SET", "after", "x"]),
         "READONLY"
     ));
+    let repointed = wait_until(Duration::from_secs(10), || {
+        role(&other).get(2) == Some(&Frame::Integer(i64::from(target.port)))
+    });
+    assert!(
+        repointed,
+        "the other replica still follows {:?}",
+        role(&other)
+    );
+    let named = other
+        .resp()
+        .call(&["SENTINEL", "get-master-addr-by-name", "replikv"]);
+    assert_eq!(
+        named,
+        Frame::Array(vec![
+            Frame::Bulk("127.0.0.1".into()),
+            Frame::Bulk(target.port.to_string().into())
+        ])
+    );
     assert_eq!(text(&target.resp().call(&["SET", "after", "x"])), "OK");
 
     eprintln!("phase: every acknowledged write is on the new leader");
@@ -109,7 +127,6 @@ fn failover_hands_leadership_over_without_losing_an_acknowledged_write() {
             "acknowledged {key} is missing on the new leader"
         );
     }
-    drop(other);
 }
 
 #[test]
@@ -258,4 +275,91 @@ fn role_changes_are_events_in_status_and_metrics() {
         metrics.contains("replikv_replication_events_total{kind=\"takeover\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn replicaof_during_a_waiting_failover_gives_it_up_and_the_target_never_leads() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
+    let upstream = format!("127.0.0.1:{}", leader.port);
+    let slow = Server::start_with_env(
+        dirs[1].path(),
+        &["--replicaof", upstream.as_str(), "--fault-injection"],
+        &[TESTING],
+    );
+    let elsewhere = Server::start(dirs[2].path(), &[]);
+    wait_replicas(&leader, 1);
+    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 3000}}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
+    let port = leader.port;
+    let sport = slow.port.to_string();
+    let waiting = std::thread::spawn(move || {
+        Resp::connect(port).call(&[
+            "FAILOVER",
+            "TO",
+            "127.0.0.1",
+            sport.as_str(),
+            "TIMEOUT",
+            "20000",
+        ])
+    });
+    let in_progress = wait_until(Duration::from_secs(5), || {
+        info(leader.port, "replication").contains("master_failover_state:waiting-for-sync")
+    });
+    assert!(in_progress);
+    let eport = elsewhere.port.to_string();
+    assert_eq!(
+        text(
+            &leader
+                .resp()
+                .call(&["REPLICAOF", "127.0.0.1", eport.as_str()])
+        ),
+        "OK"
+    );
+    let reply = waiting.join().unwrap();
+    assert!(
+        is_error(&reply, "ERR FAILOVER aborted by REPLICAOF"),
+        "{reply:?}"
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        text(&role(&slow)[0]),
+        "slave",
+        "the target took over anyway"
+    );
+}
+
+#[test]
+fn takeover_is_refused_unless_it_comes_from_the_upstream_with_everything_here() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let leader = Server::start(dirs[0].path(), &[]);
+    let replica = Server::start_replica(dirs[1].path(), leader.port, &[]);
+    wait_replicas(&leader, 1);
+    let mut r = replica.resp();
+    assert!(is_error(
+        &r.call(&["REPLIKV", "TAKEOVER", "1"]),
+        "ERR syntax error"
+    ));
+    assert!(is_error(
+        &r.call(&["REPLIKV", "TAKEOVER", "1", "someone-else", "1:0"]),
+        "ERR this node does not replicate from someone-else"
+    ));
+    let (_, status) = leader.http_get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let leader_id = status["replication"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(is_error(
+        &r.call(&["REPLIKV", "TAKEOVER", "1", leader_id.as_str(), "1:999"]),
+        "ERR this node is at"
+    ));
+    assert_eq!(text(&role(&replica)[0]), "slave");
+    assert!(is_error(
+        &leader
+            .resp()
+            .call(&["REPLIKV", "TAKEOVER", "1", "x", "1:0"]),
+        "ERR this node already leads"
+    ));
 }
