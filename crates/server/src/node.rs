@@ -841,6 +841,15 @@ impl Node {
         self.publish_replication(now.wall_ms);
     }
 
+    /// Changes `node.meta` with `change`, on disk first: in memory only once it is stored.
+    fn update_meta(&mut self, change: impl FnOnce(&mut NodeMeta)) -> Result<(), String> {
+        let mut meta = self.meta.clone();
+        change(&mut meta);
+        meta::store(&self.data_dir, &meta)?;
+        self.meta = meta;
+        Ok(())
+    }
+
     /// `FAILOVER`: pauses writes and picks the target; [`Node::advance_failover`] does the
     /// rest on every tick.
     fn on_failover(
@@ -921,20 +930,15 @@ impl Node {
                 .replicas()
                 .get(&f.target_id)
                 .is_some_and(|r| r.connected && r.durable >= last.lsn);
+        let (target, deadline_ms) = (f.target.clone(), f.deadline_ms);
         if caught_up {
             // Recorded before the target is asked: if this node restarts not knowing the
             // outcome, it does not lead this history again (it would start a new one).
-            let meta = NodeMeta {
-                leads: false,
-                ..self.meta.clone()
-            };
-            if let Err(e) = meta::store(&self.data_dir, &meta) {
+            if let Err(e) = self.update_meta(|m| m.leads = false) {
                 self.abort_failover(&format!("ERR FAILOVER cannot record the hand-over: {e}"));
                 return;
             }
-            self.meta = meta;
-            let target = f.target.clone();
-            let remaining = f.deadline_ms.saturating_sub(mono_ms()).max(1_000);
+            let remaining = deadline_ms.saturating_sub(mono_ms()).max(1_000);
             let request = crate::forward::Takeover {
                 epoch: self.machine.epoch(),
                 from: self.repl.node_id.clone(),
@@ -962,7 +966,7 @@ impl Node {
                     let _ = tx.send(NodeMsg::FailoverDone(result)).await;
                 }
             });
-        } else if mono_ms() >= f.deadline_ms {
+        } else if mono_ms() >= deadline_ms {
             self.abort_failover(
                 "ERR FAILOVER target replica did not catch up in time; writes resumed",
             );
@@ -994,14 +998,9 @@ impl Node {
             }
             None if self.is_leader() && self.machine.writes_paused() => {
                 warn!("writes resumed by FAILOVER ABORT after a switchover of unknown outcome");
-                let meta = NodeMeta {
-                    leads: true,
-                    ..self.meta.clone()
-                };
-                if let Err(e) = meta::store(&self.data_dir, &meta) {
+                if let Err(e) = self.update_meta(|m| m.leads = true) {
                     return Reply::error(format!("ERR {e}"));
                 }
-                self.meta = meta;
                 self.repl.record(
                     "switchover_aborted",
                     self.machine.epoch(),
@@ -1071,13 +1070,8 @@ impl Node {
             }
             Err(crate::forward::TakeoverError::Refused(e)) => {
                 // The target does not lead: this node goes on leading its history.
-                let meta = NodeMeta {
-                    leads: true,
-                    ..self.meta.clone()
-                };
-                match meta::store(&self.data_dir, &meta) {
+                match self.update_meta(|m| m.leads = true) {
                     Ok(()) => {
-                        self.meta = meta;
                         self.abort_failover(&format!("ERR FAILOVER the target refused: {e}"));
                     }
                     Err(store) => {
@@ -1135,15 +1129,12 @@ impl Node {
                 .max(handing_over_epoch.0)
                 + 1,
         );
-        let meta = NodeMeta {
-            epoch: epoch.0,
-            leads: true,
-            ..self.meta.clone()
-        };
-        if let Err(e) = meta::store(&self.data_dir, &meta) {
+        if let Err(e) = self.update_meta(|m| {
+            m.epoch = epoch.0;
+            m.leads = true;
+        }) {
             return Reply::error(format!("ERR {e}"));
         }
-        self.meta = meta;
         self.machine.become_leader(epoch);
         info!(%epoch, "leading: leadership handed over by the previous leader");
         self.repl.record(
@@ -1177,14 +1168,9 @@ impl Node {
         match &upstream {
             Some(up) => {
                 if self.meta.leads {
-                    let meta = NodeMeta {
-                        leads: false,
-                        ..self.meta.clone()
-                    };
-                    if let Err(e) = meta::store(&self.data_dir, &meta) {
+                    if let Err(e) = self.update_meta(|m| m.leads = false) {
                         return Reply::error(format!("ERR {e}"));
                     }
-                    self.meta = meta;
                 }
                 info!(upstream = %up, "following a new upstream");
                 self.repl.record(
@@ -1204,16 +1190,13 @@ impl Node {
                     Ok(h) => h,
                     Err(e) => return Reply::error(format!("ERR cannot draw a history id: {e}")),
                 };
-                let meta = NodeMeta {
-                    history,
-                    epoch: epoch.0,
-                    leads: true,
-                    ..self.meta.clone()
-                };
-                if let Err(e) = meta::store(&self.data_dir, &meta) {
+                if let Err(e) = self.update_meta(|m| {
+                    m.history = history;
+                    m.epoch = epoch.0;
+                    m.leads = true;
+                }) {
                     return Reply::error(format!("ERR {e}"));
                 }
-                self.meta = meta;
                 self.machine.become_leader(epoch);
                 info!(%epoch, "leading");
                 self.repl.record(

@@ -19,6 +19,27 @@ fn role(node: &Server) -> Vec<Frame> {
     }
 }
 
+/// A replica of `leader` with fault injection, whose replication arrives `delay_ms` late.
+fn slow_replica(dir: &std::path::Path, leader: &Server, delay_ms: u64) -> Server {
+    let upstream = format!("127.0.0.1:{}", leader.port);
+    let slow = Server::start_with_env(
+        dir,
+        &["--replicaof", upstream.as_str(), "--fault-injection"],
+        &[TESTING],
+    );
+    wait_replicas(leader, 1);
+    if delay_ms > 0 {
+        delay_replication(&slow, delay_ms);
+    }
+    slow
+}
+
+fn delay_replication(node: &Server, delay_ms: u64) {
+    let spec = format!(r#"{{"delay_ms": {{"*": {delay_ms}}}}}"#);
+    let (code, body) = node.http("POST", "/faults", Some(&spec));
+    assert_eq!(code, 200, "{body}");
+}
+
 fn wait_replicas(leader: &Server, n: usize) {
     let ok = wait_until(
         Duration::from_secs(30),
@@ -158,15 +179,7 @@ fn failover_refuses_on_a_replica_and_for_a_node_that_is_not_a_replica() {
 fn a_target_that_does_not_catch_up_in_time_gives_the_switchover_up_and_writes_resume() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
-    let upstream = format!("127.0.0.1:{}", leader.port);
-    let slow = Server::start_with_env(
-        dirs[1].path(),
-        &["--replicaof", upstream.as_str(), "--fault-injection"],
-        &[TESTING],
-    );
-    wait_replicas(&leader, 1);
-    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 3000}}"#));
-    assert_eq!(code, 200, "{body}");
+    let slow = slow_replica(dirs[1].path(), &leader, 3000);
     assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
     let sport = slow.port.to_string();
     let reply = leader.resp().call(&[
@@ -196,19 +209,12 @@ fn a_target_that_does_not_catch_up_in_time_gives_the_switchover_up_and_writes_re
 fn failover_abort_gives_a_waiting_switchover_up() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
-    let upstream = format!("127.0.0.1:{}", leader.port);
-    let slow = Server::start_with_env(
-        dirs[1].path(),
-        &["--replicaof", upstream.as_str(), "--fault-injection"],
-        &[TESTING],
-    );
-    wait_replicas(&leader, 1);
+    let slow = slow_replica(dirs[1].path(), &leader, 0);
     assert!(is_error(
         &leader.resp().call(&["FAILOVER", "ABORT"]),
         "ERR No failover in progress."
     ));
-    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 5000}}"#));
-    assert_eq!(code, 200, "{body}");
+    delay_replication(&slow, 5000);
     assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
     let port = leader.port;
     let sport = slow.port.to_string();
@@ -281,16 +287,8 @@ fn role_changes_are_events_in_status_and_metrics() {
 fn replicaof_during_a_waiting_failover_gives_it_up_and_the_target_never_leads() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let leader = Server::start(dirs[0].path(), &["--fsync", "interval"]);
-    let upstream = format!("127.0.0.1:{}", leader.port);
-    let slow = Server::start_with_env(
-        dirs[1].path(),
-        &["--replicaof", upstream.as_str(), "--fault-injection"],
-        &[TESTING],
-    );
     let elsewhere = Server::start(dirs[2].path(), &[]);
-    wait_replicas(&leader, 1);
-    let (code, body) = slow.http("POST", "/faults", Some(r#"{"delay_ms": {"*": 3000}}"#));
-    assert_eq!(code, 200, "{body}");
+    let slow = slow_replica(dirs[1].path(), &leader, 3000);
     assert_eq!(text(&leader.resp().call(&["SET", "k", "1"])), "OK");
     let port = leader.port;
     let sport = slow.port.to_string();
