@@ -873,7 +873,11 @@ impl Node {
             Some(t) => replicas.iter().find(|r| {
                 r.connected
                     && r.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
-                        a.port() == t.port && t.host.parse::<std::net::IpAddr>() == Ok(a.ip())
+                        // A replica seen over IPv6 as `::ffff:a.b.c.d` is `a.b.c.d`.
+                        let host = t.host.trim_start_matches('[').trim_end_matches(']');
+                        a.port() == t.port
+                            && host.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical())
+                                == Ok(a.ip().to_canonical())
                     })
             }),
             None => replicas

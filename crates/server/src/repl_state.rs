@@ -120,7 +120,8 @@ pub struct Event {
     /// What happened: `leading`, `following`, `snapshot_installed`, `switchover`,
     /// `switchover_given_up`, `takeover`.
     pub kind: &'static str,
-    /// The epoch after it.
+    /// The node's epoch when it happened (for a node that took over or was promoted, the
+    /// new one).
     pub epoch: Epoch,
     /// Details for people.
     pub detail: String,
