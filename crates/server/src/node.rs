@@ -868,23 +868,22 @@ impl Node {
             let _ = done.send(Reply::error("ERR FAILOVER already in progress."));
             return;
         }
-        let replicas = self.machine.replicas();
-        let chosen = match &target {
-            Some(t) => replicas.iter().find(|r| {
-                r.connected
-                    && r.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
-                        // A replica seen over IPv6 as `::ffff:a.b.c.d` is `a.b.c.d`.
-                        let host = t.host.trim_start_matches('[').trim_end_matches(']');
-                        a.port() == t.port
-                            && host.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical())
-                                == Ok(a.ip().to_canonical())
-                    })
-            }),
-            None => replicas
-                .iter()
-                .filter(|r| r.connected && r.in_sync)
-                .max_by_key(|r| r.durable),
+        let wanted = match &target {
+            Some(t) => {
+                let host = t.host.trim_start_matches('[').trim_end_matches(']');
+                match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Some(std::net::SocketAddr::new(ip, t.port)),
+                    Err(_) => {
+                        let _ = done.send(Reply::error(
+                            "ERR FAILOVER target HOST must be an IP address, as the replica is listed",
+                        ));
+                        return;
+                    }
+                }
+            }
+            None => None,
         };
+        let chosen = self.machine.switchover_target(wanted);
         let Some(r) = chosen else {
             let _ = done.send(Reply::error(match target {
                 Some(_) => "ERR FAILOVER target HOST and PORT is not a replica.",
@@ -924,16 +923,8 @@ impl Node {
         if f.handing_over {
             return;
         }
-        // Every entry durable here and on the target, and no reply still held for its mode:
-        // a held write was applied, and failing it as "moved" would invite a second apply.
         let last = self.machine.last();
-        let caught_up = self.machine.durable() >= last.lsn
-            && self.machine.held_len() == 0
-            && self
-                .machine
-                .replicas()
-                .get(&f.target_id)
-                .is_some_and(|r| r.connected && r.durable >= last.lsn);
+        let caught_up = self.machine.switchover_ready(&f.target_id);
         let (target, deadline_ms) = (f.target.clone(), f.deadline_ms);
         if caught_up {
             // Recorded before the target is asked: if this node restarts not knowing the

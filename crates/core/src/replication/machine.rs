@@ -654,6 +654,46 @@ impl<T> Machine<T> {
         self.paused
     }
 
+    /// The replica a switchover hands leadership to: the connected follower `wanted` names
+    /// (by its client address, as `ip:port`), or without one the most up-to-date in-sync
+    /// follower.
+    #[must_use]
+    pub fn switchover_target(
+        &self,
+        wanted: Option<std::net::SocketAddr>,
+    ) -> Option<&super::replicas::ReplicaProgress> {
+        let canonical = |a: std::net::SocketAddr| (a.ip().to_canonical(), a.port());
+        match wanted {
+            Some(w) => self.replicas.iter().find(|r| {
+                r.connected
+                    && r.addr
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|a| canonical(a) == canonical(w))
+            }),
+            None => self
+                .replicas
+                .iter()
+                .filter(|r| r.connected && r.in_sync)
+                .max_by_key(|r| r.durable),
+        }
+    }
+
+    /// Whether a switchover to `target` may hand over now: writes are paused, every entry is
+    /// durable here and on the target, and no reply is still held for its mode (a held write
+    /// was applied; failing it as "moved" would invite a second apply elsewhere).
+    #[must_use]
+    pub fn switchover_ready(&self, target: &str) -> bool {
+        let last = self.last.lsn;
+        self.leader
+            && self.paused
+            && self.durable >= last
+            && self.pending.is_empty()
+            && self
+                .replicas
+                .get(target)
+                .is_some_and(|r| r.connected && r.durable >= last)
+    }
+
     /// This node stops leading: the writes still waiting fail (its log may be replaced).
     pub fn become_replica(&mut self) {
         if self.leader {

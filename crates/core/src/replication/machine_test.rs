@@ -698,3 +698,36 @@ fn paused_writes_park_with_the_reads_behind_them_and_start_when_resumed() {
         ]
     );
 }
+
+#[test]
+fn a_switchover_targets_a_named_or_the_most_up_to_date_in_sync_replica_and_waits_for_it() {
+    let mut m = leader_with_in_sync_follower(0);
+    m.follower_up("r2", "[::ffff:127.0.0.1]:7002", 1, 0);
+    m.follower_ack("r2", 1, Lsn::ZERO, Lsn::ZERO, 0);
+    let mut log = Log::default();
+    m.tick(1, &mut log);
+    let named: std::net::SocketAddr = "127.0.0.1:7002".parse().unwrap();
+    assert_eq!(
+        m.switchover_target(Some(named)).map(|r| r.id.as_str()),
+        Some("r2"),
+        "an IPv4-mapped address matches its IPv4 form"
+    );
+    assert!(m
+        .switchover_target(Some("127.0.0.1:9".parse().unwrap()))
+        .is_none());
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 2, 1);
+    m.log_durable(Lsn(1));
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 3);
+    assert_eq!(m.switchover_target(None).map(|r| r.id.as_str()), Some("r1"));
+    assert!(!m.switchover_ready("r1"), "writes are not paused");
+    m.pause_writes();
+    assert!(
+        !m.switchover_ready("r1"),
+        "the sync write is still held for r2"
+    );
+    m.follower_ack("r2", 1, Lsn(1), Lsn(1), 4);
+    answers(&mut m);
+    assert!(m.switchover_ready("r1"));
+    assert!(m.switchover_ready("r2"));
+    assert!(!m.switchover_ready("nobody"));
+}
