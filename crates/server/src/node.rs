@@ -1110,12 +1110,8 @@ impl Node {
                 "ERR this node does not replicate from {from}; it will not take over from it"
             ));
         }
-        if self.machine.last() != last || self.machine.durable() < last.lsn {
-            return Reply::error(format!(
-                "ERR this node is at {} (durable {}), not at {last}: it would lose writes",
-                self.machine.last(),
-                self.machine.durable()
-            ));
+        if let Err(why) = self.machine.takeover_check(last) {
+            return Reply::error(format!("ERR {why}"));
         }
         let epoch = Epoch(
             self.meta

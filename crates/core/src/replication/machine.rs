@@ -678,6 +678,25 @@ impl<T> Machine<T> {
         }
     }
 
+    /// Whether this replica may take leadership over from its upstream, which paused at `last`:
+    /// only when it holds exactly that position, durably (anything less would lose writes the
+    /// upstream acknowledged).
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn takeover_check(&self, last: LogPosition) -> Result<(), String> {
+        if self.leader {
+            return Err("this node already leads".into());
+        }
+        if self.last != last || self.durable < last.lsn {
+            return Err(format!(
+                "this node is at {} (durable {}), not at {last}: it would lose writes",
+                self.last, self.durable
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a switchover to `target` may hand over now: writes are paused, every entry is
     /// durable here and on the target, and no reply is still held for its mode (a held write
     /// was applied; failing it as "moved" would invite a second apply elsewhere).

@@ -731,3 +731,19 @@ fn a_switchover_targets_a_named_or_the_most_up_to_date_in_sync_replica_and_waits
     assert!(m.switchover_ready("r2"));
     assert!(!m.switchover_ready("nobody"));
 }
+
+#[test]
+fn a_replica_takes_over_only_holding_exactly_the_upstream_last_position_durably() {
+    let mut m = replica();
+    let cmds = sets(3);
+    m.apply_entries(E1, (1..=3).map(|l| pos(1, l)).zip(cmds.iter()), None);
+    m.log_durable(Lsn(2));
+    assert!(m
+        .takeover_check(pos(1, 3))
+        .is_err_and(|e| e.contains("durable 2")));
+    m.log_durable(Lsn(3));
+    assert_eq!(m.takeover_check(pos(1, 3)), Ok(()));
+    assert!(m.takeover_check(pos(1, 4)).is_err(), "behind the upstream");
+    assert!(m.takeover_check(pos(2, 3)).is_err(), "another entry at 3");
+    assert!(leader().takeover_check(ZERO).is_err());
+}
