@@ -194,20 +194,7 @@ fn connected_clients(node: &Server) -> i64 {
 /// on its next link.
 #[test]
 fn entries_from_a_lower_epoch_are_refused_and_not_applied() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream_port = listener.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let replica = Server::start(
-        dir.path(),
-        &[
-            "--replicaof",
-            &format!("127.0.0.1:{upstream_port}"),
-            "--cluster-secret",
-            SECRET,
-            "--fsync",
-            "interval",
-        ],
-    );
+    let (listener, _dir, replica) = replica_of_a_fake_upstream(&[]);
     let history = 0x00fe_edfa_ce00_0001;
     let at_5 = LogPosition {
         epoch: Epoch(5),
@@ -316,6 +303,25 @@ fn set_record(epoch: u64, lsn: u64, key: &str, value: &str) -> PeerRecord {
         },
         payload: cmd.encode().into(),
     }
+}
+
+/// A listener standing for the fake upstream, and a replica (with the cluster secret, `fsync
+/// interval` and `extra`) that follows it; the data directory lives as long as the tuple.
+fn replica_of_a_fake_upstream(extra: &[&str]) -> (TcpListener, tempfile::TempDir, Server) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--replicaof",
+        upstream.as_str(),
+        "--cluster-secret",
+        SECRET,
+        "--fsync",
+        "interval",
+    ];
+    args.extend_from_slice(extra);
+    let replica = Server::start(dir.path(), &args);
+    (listener, dir, replica)
 }
 
 /// Accepts the replica's link (within 15 s) and does the server side of the handshake with the
@@ -458,22 +464,7 @@ fn next_ack(link: &mut PeerConn, within: Duration) -> Option<(Lsn, Lsn)> {
 /// snapshot it acknowledges the snapshot's position, not the log it had.
 #[test]
 fn a_follower_acknowledges_nothing_before_the_stream_opens() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream_port = listener.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let _replica = Server::start(
-        dir.path(),
-        &[
-            "--replicaof",
-            &format!("127.0.0.1:{upstream_port}"),
-            "--cluster-secret",
-            SECRET,
-            "--fsync",
-            "interval",
-            "--heartbeat-ms",
-            "50",
-        ],
-    );
+    let (listener, _dir, _replica) = replica_of_a_fake_upstream(&["--heartbeat-ms", "50"]);
     let at = |epoch, lsn| LogPosition {
         epoch: Epoch(epoch),
         lsn: Lsn(lsn),

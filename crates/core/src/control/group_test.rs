@@ -15,6 +15,8 @@ struct Net {
     isolated: BTreeSet<u64>,
     /// FNV-1a over every delivered message, for replay checks.
     digest: u64,
+    /// Every event, with the member it happened on.
+    events: Vec<(u64, GroupEvent)>,
     ticks: u64,
 }
 
@@ -41,16 +43,19 @@ impl Net {
             queue: VecDeque::new(),
             isolated: BTreeSet::new(),
             digest: 0xcbf2_9ce4_8422_2325,
+            events: Vec::new(),
             ticks: 0,
         }
     }
 
     fn collect(&mut self) {
         for g in self.groups.values_mut() {
-            let (out, _) = g.drain();
+            let (out, events) = g.drain();
             for o in out {
                 self.queue.push_back((o.to, o.bytes));
             }
+            let id = g.id();
+            self.events.extend(events.into_iter().map(|e| (id, e)));
         }
     }
 
@@ -217,38 +222,17 @@ fn the_same_seed_replays_the_same_election() {
 #[test]
 fn becoming_and_losing_the_controller_role_are_events() {
     let mut net = Net::new(3, 3);
-    let mut became = Vec::new();
-    for _ in 0..200 {
-        for g in net.groups.values_mut() {
-            g.tick();
-            let (out, events) = g.drain();
-            for o in out {
-                net.queue.push_back((o.to, o.bytes));
-            }
-            for e in events {
-                if let GroupEvent::BecameController { term } = e {
-                    became.push((g.id(), term));
-                }
-            }
-        }
-        while let Some((to, bytes)) = net.queue.pop_front() {
-            let g = net.groups.get_mut(&to).unwrap();
-            g.step(&bytes).unwrap();
-            let (out, events) = g.drain();
-            for o in out {
-                net.queue.push_back((o.to, o.bytes));
-            }
-            for e in events {
-                if let GroupEvent::BecameController { term } = e {
-                    became.push((g.id(), term));
-                }
-            }
-        }
-        if !became.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(became.len(), 1, "{became:?}");
+    let became = |n: &Net| -> Vec<(u64, u64)> {
+        n.events
+            .iter()
+            .filter_map(|(id, e)| match e {
+                GroupEvent::BecameController { term } => Some((*id, *term)),
+                _ => None,
+            })
+            .collect()
+    };
+    net.run_until("a controller", 200, |n| !became(n).is_empty());
+    assert_eq!(became(&net).len(), 1, "{:?}", net.events);
 }
 
 #[test]
