@@ -64,6 +64,10 @@ pub enum Command {
     },
     /// Remove every key.
     FlushAll,
+    /// Changes nothing. A newly elected leader writes one in its own epoch before it releases
+    /// any reply, so that it commits entries of older epochs only behind one of its own
+    /// (Raft's rule; see `docs/design/failover.md`).
+    Noop,
 }
 
 /// A log payload that does not decode to a [`Command`].
@@ -103,7 +107,7 @@ impl Command {
             Command::Del { keys } => FIELD + keys.iter().map(|k| k.len() + FIELD).sum::<usize>(),
             Command::Append { key, suffix } => key.len() + suffix.len() + 3 * FIELD,
             Command::ExpireAt { key, .. } | Command::Persist { key } => key.len() + 3 * FIELD,
-            Command::FlushAll => FIELD,
+            Command::FlushAll | Command::Noop => FIELD,
         }
     }
 
@@ -149,6 +153,7 @@ impl Command {
             },
             CommandRef::Persist { key } => Command::Persist { key: share(key) },
             CommandRef::FlushAll => Command::FlushAll,
+            CommandRef::Noop => Command::Noop,
         })
     }
 }
@@ -188,6 +193,7 @@ enum CommandRef<'a> {
         key: &'a [u8],
     },
     FlushAll,
+    Noop,
 }
 
 /// Reads byte strings as `Bytes` writes them (serde bytes), borrowed from the input.
@@ -302,6 +308,7 @@ mod tests {
                 key: Bytes::from_static(b"a"),
             },
             Command::FlushAll,
+            Command::Noop,
         ];
         for c in cmds {
             let encoded = Bytes::from(c.encode());
@@ -347,6 +354,7 @@ mod decode_shared_props {
             (bytes(), any::<u64>()).prop_map(|(key, at_ms)| Command::ExpireAt { key, at_ms }),
             bytes().prop_map(|key| Command::Persist { key }),
             Just(Command::FlushAll),
+            Just(Command::Noop),
         ]
     }
 

@@ -226,6 +226,7 @@ impl Store {
                 self.expiries.clear();
                 self.bytes = 0;
             }
+            Command::Noop => {}
         }
     }
 

@@ -58,6 +58,10 @@ impl From<u64> for Now {
 pub const READONLY: &str = "READONLY You can't write against a read only replica.";
 /// The error a write gets when too few replicas were in sync for its mode to start.
 pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+/// A write that could not start because this leader holds no lease (another node may lead
+/// by now); nothing of it was applied.
+pub const NO_LEASE: &str =
+    "TRYAGAIN this node holds no leader lease (it may have been replaced); the write was not applied";
 
 /// Where a [`Machine`] puts the entries it writes, in order. The server encodes them into its
 /// write-ahead log; the simulator into its simulated disk.
@@ -194,6 +198,12 @@ pub struct Machine<T> {
     current_as_of_ms: Option<u64>,
     /// Writes are paused (a switchover is handing leadership over): they park until resumed.
     paused: bool,
+    /// Whether leading needs a lease from the control plane (see [`Machine::grant_lease`]).
+    lease_required: bool,
+    /// The monotonic time the lease runs to (exclusive).
+    lease_until_ms: u64,
+    /// The latest monotonic time any call brought.
+    clock_ms: u64,
     config: MachineConfig,
     stats: MachineStats,
     answers: Vec<(T, Answer)>,
@@ -224,6 +234,9 @@ impl<T> Machine<T> {
             committed: BTreeMap::new(),
             current_as_of_ms: None,
             paused: false,
+            lease_required: false,
+            lease_until_ms: 0,
+            clock_ms: 0,
             config,
             stats: MachineStats::default(),
             answers: Vec::new(),
@@ -334,6 +347,7 @@ impl<T> Machine<T> {
         log: &mut impl LogSink,
     ) {
         let now = now.into();
+        self.note_time(now.mono_ms);
         let writes = cmds.iter().any(|args| {
             args.first()
                 .and_then(|n| Store::command_spec(n))
@@ -343,7 +357,8 @@ impl<T> Machine<T> {
         // after the timeout rather than run with less than the mode promises. Every batch,
         // reads too, waits behind the batches already parked: a connection's read must not
         // overtake its own earlier write.
-        let must_wait = writes && (self.paused || !self.replicas.can_start(mode));
+        let must_wait =
+            writes && (self.paused || !self.lease_ok() || !self.replicas.can_start(mode));
         if self.leader && (!self.parked.is_empty() || must_wait) {
             self.parked.push_back(Parked {
                 cmds,
@@ -417,10 +432,16 @@ impl<T> Machine<T> {
         // its replies wait for its own log only.
         let mode = if self.leader { mode } else { AckMode::Async };
         let committed = self.commit(mode);
-        if self.last.lsn <= committed {
+        if self.last.lsn <= committed && (!self.leader || self.lease_ok()) {
             self.answers.push((done, Answer::Batch(reply)));
         } else {
-            let deadline = mode.deadline_ms(now.mono_ms, self.config.write_ack_timeout_ms);
+            // Under a lease even an `async` reply may wait (for a renewal), so it gets the
+            // write timeout too.
+            let deadline = if self.lease_required {
+                now.mono_ms.saturating_add(self.config.write_ack_timeout_ms)
+            } else {
+                mode.deadline_ms(now.mono_ms, self.config.write_ack_timeout_ms)
+            };
             self.pending
                 .hold(mode, self.last.lsn, deadline, Held { done, reply });
         }
@@ -441,7 +462,7 @@ impl<T> Machine<T> {
     /// Writes `cmd` on the leader's own account (active expiry), through the log like any
     /// write. Returns `false`, writing nothing, on a replica.
     pub fn write(&mut self, cmd: &Command, log: &mut impl LogSink) -> bool {
-        if !self.leader || self.paused {
+        if !self.leader || self.paused || !self.lease_ok() {
             return false;
         }
         self.append(cmd, log);
@@ -451,6 +472,7 @@ impl<T> Machine<T> {
     /// The entries handed to the log so far have reached the followers' feed at `mono_ms`
     /// (the monotonic clock, as for every wait and lag below): lag is measured from here.
     pub fn note_shipped(&mut self, mono_ms: u64) {
+        self.note_time(mono_ms);
         self.replicas.on_append(self.last.lsn, mono_ms);
     }
 
@@ -466,6 +488,7 @@ impl<T> Machine<T> {
     /// its disk (a snapshot still to be sent, entries it applied but may not have synced), and
     /// what it reported on an earlier link may belong to a log the new link replaces.
     pub fn follower_up(&mut self, id: &str, addr: &str, link: u64, mono_ms: u64) {
+        self.note_time(mono_ms);
         self.links.insert(id.to_string(), link);
         self.replicas.start_link(id, addr, mono_ms);
     }
@@ -473,6 +496,7 @@ impl<T> Machine<T> {
     /// A follower reported its durable and applied LSNs on `link`. Releases what that
     /// commits; a report from a link that is not the follower's current one is ignored.
     pub fn follower_ack(&mut self, id: &str, link: u64, durable: Lsn, applied: Lsn, mono_ms: u64) {
+        self.note_time(mono_ms);
         if self.links.get(id) != Some(&link) {
             return;
         }
@@ -483,6 +507,7 @@ impl<T> Machine<T> {
     /// A follower's `link` went down; the end of a link that is no longer the follower's
     /// current one changes nothing. Returns whether it was the current one.
     pub fn follower_down(&mut self, id: &str, link: u64, mono_ms: u64) -> bool {
+        self.note_time(mono_ms);
         if self.links.get(id) != Some(&link) {
             return false;
         }
@@ -523,6 +548,11 @@ impl<T> Machine<T> {
     /// Releases what the commit rules now allow, and answers the `WAIT`s that are satisfied.
     fn release(&mut self) {
         self.replicas.note_sync_commit(self.durable);
+        // A leader without a lease may have been replaced already: it releases nothing (the
+        // held replies wait for a renewal, or fail at their deadline).
+        if self.leader && !self.lease_ok() {
+            return;
+        }
         let durable = self.durable;
         let replicas = &self.replicas;
         let rule = self.config.commit_rule;
@@ -555,12 +585,22 @@ impl<T> Machine<T> {
     pub fn tick(&mut self, now: impl Into<Now>, log: &mut impl LogSink) -> Vec<IsrChange> {
         let now = now.into();
         let now_ms = now.mono_ms;
+        self.note_time(now_ms);
         let changes = self.replicas.evaluate(now_ms);
         self.release();
         self.start_parked(now, log);
         for (lsn, held) in self.pending.expire(now_ms) {
             let reply = held.reply;
+            let lease_lost = self.leader && !self.lease_ok();
             let why = match reply.wrote {
+                Some(wrote) if lease_lost => format!(
+                    "TRYAGAIN the write at {} was applied here, but this leader's lease ran out before it was acknowledged; it may or may not survive a failover",
+                    LogPosition { epoch: wrote.epoch, lsn }
+                ),
+                None if lease_lost => format!(
+                    "TRYAGAIN this leader's lease ran out before the state this read saw, up to {}, could be confirmed",
+                    reply.pos
+                ),
                 Some(wrote) => {
                     self.stats.writes_failed_no_replicas += 1;
                     format!(
@@ -600,14 +640,20 @@ impl<T> Machine<T> {
             if !self.leader {
                 break;
             }
-            if !front.writes || (!self.paused && self.replicas.can_start(front.mode)) {
+            let may_write = !self.paused && self.lease_ok() && self.replicas.can_start(front.mode);
+            if !front.writes || may_write {
                 if let Some(p) = self.parked.pop_front() {
                     self.run_batch(&p.cmds, p.mode, now, p.done, log);
                 }
             } else if front.deadline_ms <= now_ms {
                 if let Some(p) = self.parked.pop_front() {
-                    self.stats.writes_failed_no_replicas += 1;
-                    let reply = BatchReply::failed(NOREPLICAS, p.cmds.len(), self.last, None);
+                    let why = if self.lease_ok() {
+                        self.stats.writes_failed_no_replicas += 1;
+                        NOREPLICAS
+                    } else {
+                        NO_LEASE
+                    };
+                    let reply = BatchReply::failed(why, p.cmds.len(), self.last, None);
                     self.answers.push((p.done, Answer::Batch(reply)));
                 }
             } else {
@@ -652,6 +698,39 @@ impl<T> Machine<T> {
     #[must_use]
     pub fn writes_paused(&self) -> bool {
         self.paused
+    }
+
+    /// From now on, leading needs a lease (the control plane is on): without a valid one the
+    /// leader starts no write and releases no reply, read or write, since another node may
+    /// lead already. Writes park meanwhile and fail at their deadline.
+    pub fn require_lease(&mut self) {
+        self.lease_required = true;
+    }
+
+    /// The control plane granted this leader its lease up to `until_ms` on the monotonic
+    /// clock. Releases what waited for it and starts the parked writes.
+    pub fn grant_lease(&mut self, until_ms: u64, now: impl Into<Now>, log: &mut impl LogSink) {
+        let now = now.into();
+        self.note_time(now.mono_ms);
+        self.lease_until_ms = self.lease_until_ms.max(until_ms);
+        self.release();
+        self.start_parked(now, log);
+    }
+
+    /// Whether this node may act as the leader now: it needs no lease, or holds one.
+    #[must_use]
+    pub fn lease_ok(&self) -> bool {
+        !self.lease_required || self.clock_ms < self.lease_until_ms
+    }
+
+    /// The monotonic time the lease runs to (0: none).
+    #[must_use]
+    pub fn lease_until_ms(&self) -> u64 {
+        self.lease_until_ms
+    }
+
+    fn note_time(&mut self, mono_ms: u64) {
+        self.clock_ms = self.clock_ms.max(mono_ms);
     }
 
     /// The replica a switchover hands leadership to: the connected follower `wanted` names
@@ -731,6 +810,18 @@ impl<T> Machine<T> {
         self.epoch = self.epoch.max(epoch);
         self.current_as_of_ms = None;
         self.committed.clear();
+        // A lease granted to an earlier term of this node is not this term's.
+        self.lease_until_ms = 0;
+    }
+
+    /// This node was elected through the control plane to lead in `epoch`: it leads, and
+    /// writes a no-op entry of its own epoch first. Every reply it releases reflects that
+    /// entry, so nothing of an older epoch counts as committed until an entry of this one does
+    /// (Raft's rule: otherwise an older entry that reached enough replicas could still be
+    /// replaced by a later election, after a reader saw it).
+    pub fn elected(&mut self, epoch: Epoch, log: &mut impl LogSink) {
+        self.become_leader(epoch);
+        self.append(&Command::Noop, log);
     }
 
     /// Records an epoch seen from the upstream (fencing: lower ones are refused from now on).

@@ -747,3 +747,88 @@ fn a_replica_takes_over_only_holding_exactly_the_upstream_last_position_durably(
     assert!(m.takeover_check(pos(2, 3)).is_err(), "another entry at 3");
     assert!(leader().takeover_check(ZERO).is_err());
 }
+
+/// The replies a machine released, as (batch id, first reply).
+fn first_replies(m: &mut Machine<u32>) -> Vec<(u32, Reply)> {
+    m.answers()
+        .filter_map(|(id, a)| match a {
+            Answer::Batch(b) => Some((id, b.replies[0].clone())),
+            Answer::Wait(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_leader_that_needs_a_lease_writes_and_answers_only_while_it_holds_one() {
+    let mut m = leader();
+    let mut log = Log::default();
+    m.require_lease();
+    // No lease yet: the write parks, nothing is logged.
+    run(&mut m, &mut log, &["SET", "k", "1"], AckMode::Async, 10, 1);
+    assert!(log.0.is_empty());
+    assert!(answers(&mut m).is_empty());
+    // Granted up to 500: the write runs, and its reply goes once durable.
+    m.grant_lease(500, 20, &mut log);
+    assert_eq!(log.0.len(), 1);
+    m.log_durable(Lsn(1));
+    assert_eq!(first_replies(&mut m), vec![(1, Reply::Ok)]);
+    // Past the lease, a durable write is not acknowledged: another node may lead already.
+    m.tick(499, &mut log);
+    run(&mut m, &mut log, &["SET", "k", "2"], AckMode::Async, 499, 2);
+    assert_eq!(log.0.len(), 2, "started while the lease held");
+    m.tick(500, &mut log);
+    m.log_durable(Lsn(2));
+    assert!(answers(&mut m).is_empty(), "released without a lease");
+    // Reads wait too: a deposed leader's state may be stale.
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 501, 3);
+    assert!(answers(&mut m).is_empty());
+    // A renewal releases both, in order.
+    m.grant_lease(1_000, 600, &mut log);
+    assert_eq!(
+        first_replies(&mut m),
+        vec![(2, Reply::Ok), (3, Reply::Bulk(Bytes::from_static(b"2")))]
+    );
+    // Without a renewal, held replies fail at their deadline rather than wait forever.
+    run(&mut m, &mut log, &["SET", "k", "3"], AckMode::Async, 990, 4);
+    m.tick(1_000, &mut log);
+    m.log_durable(Lsn(3));
+    m.tick(990 + TIMEOUT, &mut log);
+    let failed = first_replies(&mut m);
+    assert_eq!(failed.len(), 1);
+    assert!(matches!(&failed[0], (4, Reply::Error(_))), "{failed:?}");
+    // Active expiry writes nothing without a lease either.
+    assert!(!m.write(&Command::FlushAll, &mut log));
+}
+
+#[test]
+fn an_elected_leader_writes_a_noop_of_its_epoch_before_anything_else_and_needs_a_fresh_lease() {
+    let mut m = replica();
+    let mut log = Log::default();
+    m.require_lease();
+    m.apply_entries(
+        E1,
+        [(
+            pos(1, 1),
+            &Command::Set {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+                expiry: Expiry::Keep,
+            },
+        )],
+        None,
+    );
+    m.log_durable(Lsn(1));
+    m.elected(Epoch(3), &mut log);
+    assert_eq!(log.0, vec![(pos(3, 2), Command::Noop)]);
+    assert_eq!(m.last(), pos(3, 2));
+    // A read right after the election reflects the no-op, and waits for the lease and for the
+    // no-op to be durable.
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
+    m.grant_lease(400, 10, &mut log);
+    assert!(answers(&mut m).is_empty());
+    m.log_durable(Lsn(2));
+    assert_eq!(
+        first_replies(&mut m),
+        vec![(1, Reply::Bulk(Bytes::from_static(b"v")))]
+    );
+}
