@@ -6,13 +6,17 @@
 //!   replica's upstream, unclean failover) and the [`MapCommand`]s that change it.
 //! - [`group`]: [`Group`], a member of the consensus group (Raft, tikv's raft-rs) that carries
 //!   the map's commands; sans-IO and replayable from a seed.
+//! - [`controller`]: [`Controller`], failure detection, the data leader's lease and elections.
 //! - [`election`]: [`choose_leader`], the rule that keeps every write the cluster's mode
 //!   acknowledged.
 
+pub mod controller;
 pub mod election;
 pub mod group;
 pub mod map;
 
+#[cfg(test)]
+mod controller_test;
 #[cfg(test)]
 mod election_test;
 #[cfg(test)]
@@ -20,6 +24,7 @@ mod group_test;
 #[cfg(test)]
 mod map_test;
 
+pub use controller::{Action, ControlMsg, Controller, ControllerConfig, Local};
 pub use election::{choose_leader, Choice, ElectionError, Report};
 pub use group::{Group, GroupConfig, GroupError, GroupEvent, Outgoing};
 pub use map::{ClusterMap, MapCommand, MapError, Member};
