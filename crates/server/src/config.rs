@@ -117,6 +117,39 @@ pub struct ServeArgs {
     /// Interval of heartbeats and acknowledgements on replication links [default: 100].
     #[arg(long, env = "REPLIKV_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Turns the control plane on (automatic failover): the founding voters as
+    /// `ID=HOST:PORT,...` (node id and client address), the same list on every one of them,
+    /// this node included (its id is `--node-id`). The voters elect the leader among
+    /// themselves and repoint the replicas; `--replicaof` is not allowed with it
+    /// [default: none, no automatic failover].
+    #[arg(long, env = "REPLIKV_CONTROL_PEERS")]
+    pub control_peers: Option<String>,
+    /// How long the leader's lease lasts; a leader that cannot renew it through the control
+    /// plane stops answering within this time [default: 400].
+    #[arg(long, env = "REPLIKV_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Waited past the lease before a lost leader is replaced: clock-rate differences and
+    /// scheduling delay [default: 100].
+    #[arg(long, env = "REPLIKV_LEASE_MARGIN_MS")]
+    pub lease_margin_ms: Option<u64>,
+    /// The control plane's clock tick: Raft heartbeats go every 2 ticks [default: 50].
+    #[arg(long, env = "REPLIKV_CONTROL_TICK_MS")]
+    pub control_tick_ms: Option<u64>,
+    /// Ticks without a controller before a voter stands for election; the actual timeout is
+    /// drawn between this and twice this. Must cover lease and margin [default: 10].
+    #[arg(long, env = "REPLIKV_ELECTION_TICKS")]
+    pub election_ticks: Option<u64>,
+    /// Whether a replica outside the in-sync set may be promoted when none that holds every
+    /// acknowledged write can be (Kafka's unclean leader election): availability over
+    /// acknowledged writes [default: false].
+    #[arg(
+        long,
+        env = "REPLIKV_UNCLEAN_FAILOVER",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub unclean_failover: Option<bool>,
     /// For tests only: serve `/faults` on the admin port, which cuts, delays or drops this
     /// node's replication links to chosen peers. The node refuses to start with it unless
     /// `REPLIKV_I_AM_TESTING=1` is set too [default: off].
@@ -183,6 +216,12 @@ struct FileConfig {
     replica_writes: Option<ReplicaWrites>,
     read_wait_timeout_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    control_peers: Option<String>,
+    lease_ms: Option<u64>,
+    lease_margin_ms: Option<u64>,
+    control_tick_ms: Option<u64>,
+    election_ticks: Option<u64>,
+    unclean_failover: Option<bool>,
     fault_injection: Option<bool>,
 }
 
@@ -243,6 +282,50 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Fault injection in the peer layer (tests only; needs [`TESTING_ENV`] set to `1`).
     pub fault_injection: bool,
+    /// The control plane's founding voters, by node id and client address, in the configured
+    /// order; empty: no control plane.
+    pub control_peers: Vec<(String, Upstream)>,
+    /// The leader's lease.
+    pub lease_ms: u64,
+    /// Waited past the lease before a lost leader is replaced.
+    pub lease_margin_ms: u64,
+    /// The control plane's tick.
+    pub control_tick_ms: u64,
+    /// The Raft election timeout, in ticks (randomized up to twice this).
+    pub election_ticks: u64,
+    /// Whether unclean failover is allowed.
+    pub unclean_failover: bool,
+}
+
+impl Config {
+    /// Whether the control plane (automatic failover) is on.
+    #[must_use]
+    pub fn control_plane(&self) -> bool {
+        !self.control_peers.is_empty()
+    }
+}
+
+/// Parses `ID=HOST:PORT,...`.
+fn parse_control_peers(text: &str) -> Result<Vec<(String, Upstream)>, String> {
+    let mut peers: Vec<(String, Upstream)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not ID=HOST:PORT"))?;
+        let id = id.trim();
+        if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("`{id}` is not a node id"));
+        }
+        let addr: Upstream = addr.parse()?;
+        if peers.iter().any(|(other, _)| other == id) {
+            return Err(format!("node id `{id}` is listed twice"));
+        }
+        if peers.iter().any(|(_, a)| *a == addr) {
+            return Err(format!("address {addr} is listed twice"));
+        }
+        peers.push((id.to_string(), addr));
+    }
+    Ok(peers)
 }
 
 /// An upstream's client address.
@@ -407,6 +490,20 @@ impl Config {
             read_wait_timeout_ms: pick(args.read_wait_timeout_ms, file.read_wait_timeout_ms, 1000),
             heartbeat_ms: pick(args.heartbeat_ms, file.heartbeat_ms, 100),
             fault_injection: pick(args.fault_injection, file.fault_injection, false),
+            control_peers: match args.control_peers.clone().or(file.control_peers) {
+                None => Vec::new(),
+                Some(text) => {
+                    parse_control_peers(&text).map_err(|message| ConfigError::Invalid {
+                        key: "control_peers",
+                        message,
+                    })?
+                }
+            },
+            lease_ms: pick(args.lease_ms, file.lease_ms, 400),
+            lease_margin_ms: pick(args.lease_margin_ms, file.lease_margin_ms, 100),
+            control_tick_ms: pick(args.control_tick_ms, file.control_tick_ms, 50),
+            election_ticks: pick(args.election_ticks, file.election_ticks, 10),
+            unclean_failover: pick(args.unclean_failover, file.unclean_failover, false),
         };
         config.validate()?;
         check_fault_injection(
@@ -466,6 +563,46 @@ impl Config {
         }
         if self.heartbeat_ms == 0 || self.heartbeat_ms > 60_000 {
             return invalid("heartbeat_ms", "must be between 1 and 60000");
+        }
+        if self.control_plane() {
+            if self.replicaof.is_some() {
+                return invalid(
+                    "control_peers",
+                    "cannot be combined with replicaof: the control plane chooses the leader",
+                );
+            }
+            match &self.node_id {
+                Some(id) if self.control_peers.iter().any(|(p, _)| p == id) => {}
+                _ => {
+                    return invalid(
+                        "control_peers",
+                        "must list this node, named by node_id (--node-id)",
+                    )
+                }
+            }
+            if self.control_peers.len() > 64 {
+                return invalid("control_peers", "at most 64 voters");
+            }
+        }
+        if self.lease_ms < 20 || self.lease_ms > 60_000 {
+            return invalid("lease_ms", "must be between 20 and 60000");
+        }
+        if self.lease_margin_ms == 0 || self.lease_margin_ms >= self.lease_ms {
+            return invalid("lease_margin_ms", "must be at least 1 and below lease_ms");
+        }
+        if self.control_tick_ms == 0 || self.control_tick_ms > 10_000 {
+            return invalid("control_tick_ms", "must be between 1 and 10000");
+        }
+        if self.election_ticks < 3
+            || self.election_ticks > 1_000
+            || self.election_ticks * self.control_tick_ms < self.lease_ms + self.lease_margin_ms
+        {
+            return invalid(
+                "election_ticks",
+                "must be 3 to 1000 ticks, and election_ticks * control_tick_ms must cover \
+                 lease_ms + lease_margin_ms (a leader's lease runs out before a new controller \
+                 can be elected)",
+            );
         }
         if let Some(up) = &self.replicaof {
             let own = (up.host == self.bind.to_string() || up.host == "localhost")
@@ -603,6 +740,41 @@ mod tests {
         assert_eq!(parse(&["--fault-injection=0"]).unwrap(), Some(false));
         assert_eq!(parse(&["--fault-injection=yes"]).unwrap(), Some(true));
         assert!(parse(&["--fault-injection=maybe"]).is_err());
+    }
+
+    #[test]
+    fn control_peers_are_parsed_and_checked() {
+        let args = |peers: &str, id: Option<&str>| ServeArgs {
+            control_peers: Some(peers.into()),
+            node_id: id.map(String::from),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args("a=127.0.0.1:7000, b=127.0.0.1:7001", Some("b"))).unwrap();
+        assert!(c.control_plane());
+        assert_eq!(c.control_peers[1].0, "b");
+        assert_eq!(c.control_peers[1].1.port, 7001);
+        for (peers, id, why) in [
+            ("a=127.0.0.1:7000", Some("b"), "must list this node"),
+            ("a=127.0.0.1:7000", None, "must list this node"),
+            ("a=127.0.0.1:7000,a=127.0.0.1:7001", Some("a"), "twice"),
+            ("a=127.0.0.1:7000,b=127.0.0.1:7000", Some("a"), "twice"),
+            ("a127.0.0.1:7000", Some("a"), "ID=HOST:PORT"),
+        ] {
+            let err = Config::resolve(&args(peers, id)).unwrap_err().to_string();
+            assert!(err.contains(why), "{peers}: {err}");
+        }
+        let with_replicaof = ServeArgs {
+            replicaof: Some("127.0.0.1:7001".into()),
+            ..args("a=127.0.0.1:7000", Some("a"))
+        };
+        let err = Config::resolve(&with_replicaof).unwrap_err().to_string();
+        assert!(err.contains("replicaof"), "{err}");
+        let short_election = ServeArgs {
+            election_ticks: Some(4),
+            ..args("a=127.0.0.1:7000", Some("a"))
+        };
+        let err = Config::resolve(&short_election).unwrap_err().to_string();
+        assert!(err.contains("lease_ms + lease_margin_ms"), "{err}");
     }
 
     #[test]

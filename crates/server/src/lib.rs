@@ -21,6 +21,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod faults;
 pub mod feed;
 pub mod forward;
@@ -169,12 +170,17 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
         status: std::sync::Mutex::new(ReplStatus::default()),
         faults: Arc::new(Faults::new(config.fault_injection)),
         events: std::sync::Mutex::default(),
+        map: watch::Sender::new(None),
+        control_in: std::sync::OnceLock::new(),
     });
     let node = Node::open(&config, Arc::clone(&stats), meta, Arc::clone(&repl))?;
     let wal = node.wal();
     let (node_handle, node_task) = node.spawn(shutdown.clone());
     let shared = Arc::new(Shared::new(config, Arc::clone(&stats), node_handle, repl));
     tokio::spawn(link_follow::run(Arc::clone(&shared), shutdown.clone()));
+    if shared.config.control_plane() {
+        control::spawn(&shared, shutdown.clone())?;
+    }
 
     if let Some(admin) = admin_listener {
         let router = admin::router(Arc::clone(&shared));

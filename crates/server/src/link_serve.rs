@@ -71,8 +71,29 @@ pub async fn serve(
         return;
     }
     reader.inject_faults(shared.repl.faults.for_link(&id));
+    // The first frame tells a follower (`Fetch`) from a control link (`Control`).
+    let first = match reader
+        .recv_within(peer_link::HANDSHAKE_TIMEOUT, "waiting for Fetch")
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(peer = %id, reason = %e, "peer link closed before its first message");
+            return;
+        }
+    };
+    if matches!(first, PeerMessage::Control { .. }) {
+        let result = tokio::select! {
+            r = crate::control::serve_inbound(&shared, &id, &mut reader, &mut writer) => r,
+            _ = shutdown.wait_for(|s| *s) => Ok(()),
+        };
+        if let Err(e) = result {
+            debug!(peer = %id, reason = %e, "control link closed");
+        }
+        return;
+    }
     let result = tokio::select! {
-        r = follow_session(&shared, &id, peer, &mut reader, &mut writer) => r,
+        r = follow_session(&shared, &id, peer, first, &mut reader, &mut writer) => r,
         _ = shutdown.wait_for(|s| *s) => Ok(()),
     };
     match result {
@@ -85,12 +106,13 @@ async fn follow_session(
     shared: &Arc<Shared>,
     id: &str,
     peer: Option<SocketAddr>,
+    first: PeerMessage,
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
 ) -> Result<(), LinkError> {
     let faults = &shared.repl.faults;
     let (prev, addr, generation) = tokio::select! {
-        r = start_session(shared, id, peer, reader, writer) => r?,
+        r = start_session(shared, id, peer, first, writer) => r?,
         e = faults.until_blocked(id) => return Err(e),
     };
     let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
@@ -124,13 +146,10 @@ async fn start_session(
     shared: &Arc<Shared>,
     id: &str,
     peer: Option<SocketAddr>,
-    reader: &mut LinkReader,
+    first: PeerMessage,
     writer: &mut LinkWriter,
 ) -> Result<(LogPosition, String, u64), LinkError> {
-    let (from, epoch, history, listen_port) = match reader
-        .recv_within(peer_link::HANDSHAKE_TIMEOUT, "waiting for Fetch")
-        .await?
-    {
+    let (from, epoch, history, listen_port) = match first {
         PeerMessage::Fetch {
             from,
             epoch,

@@ -15,6 +15,7 @@ use crate::repl_state::{Positions, ReplShared, ReplStatus, ReplicaView};
 use crate::stats::Stats;
 use crate::{mono_ms, now_ms};
 use bytes::{Bytes, BytesMut};
+use replikv_core::control::ClusterMap;
 use replikv_core::replication::{
     Answer, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Now, Replicas,
 };
@@ -54,6 +55,10 @@ const EXPIRE_TICK_BUDGET: Duration = Duration::from_millis(5);
 const REPLICATION_TICK: Duration = Duration::from_millis(50);
 
 pub use replikv_core::replication::BatchReply;
+
+/// The answer to `REPLICAOF` and `FAILOVER` when the control plane decides who leads.
+const CONTROLLED: &str =
+    "ERR the control plane (control_peers) decides who leads here; it fails over by itself";
 
 /// A request to the node.
 #[derive(Debug)]
@@ -180,6 +185,16 @@ pub enum NodeMsg {
         last: LogPosition,
         /// `+OK` or an error.
         done: oneshot::Sender<Reply>,
+    },
+    /// The control plane applied a new cluster map: lead when it names this node, follow the
+    /// leader (or the upstream it names) otherwise.
+    Map(Arc<ClusterMap>),
+    /// The controller granted this leader its lease, in `epoch`, up to `until_ms` (monotonic).
+    Lease {
+        /// The epoch it was granted in.
+        epoch: Epoch,
+        /// The end of the lease.
+        until_ms: u64,
     },
     /// The upstream link went up or down.
     UpstreamLink {
@@ -323,6 +338,8 @@ pub struct Node {
     failover: Option<Switchover>,
     /// The password clients give (a switchover authenticates to its target with it).
     requirepass: Option<String>,
+    /// Whether the control plane decides who leads (and this node follows its map).
+    control_plane: bool,
 }
 
 /// A `FAILOVER` in progress.
@@ -395,7 +412,9 @@ impl Node {
         // one that this node lost (written to them before its own fsync), and the new epoch
         // makes such entries tell apart from the ones it writes now.
         let seen = meta.epoch.max(last.epoch.0);
-        let epoch = if config.replicaof.is_none() {
+        // Under the control plane a node leads only once the map names it, in the map's epoch.
+        let standalone_leader = config.replicaof.is_none() && !config.control_plane();
+        let epoch = if standalone_leader {
             seen + 1
         } else {
             seen.max(1)
@@ -404,7 +423,7 @@ impl Node {
         meta.epoch = epoch;
         // A node that leads continues its own history; one that starts leading a history it
         // did not lead (a replica started without an upstream) starts a new one.
-        let leads = config.replicaof.is_none();
+        let leads = standalone_leader;
         if leads && (meta.history == 0 || !meta.leads) {
             if meta.history != 0 {
                 info!(old = format!("{:016x}", meta.history),
@@ -424,7 +443,13 @@ impl Node {
         let epoch = Epoch(epoch);
         info!(snapshot = %snapshot_pos, replayed, last = %last, keys = store.stats().keys,
             %epoch, node_id = %meta.node_id, "recovered");
-        if config.replicaof.is_none() {
+        if config.control_plane() {
+            repl.record(
+                "waiting",
+                epoch,
+                format!("started at {last}; waiting for the control plane's map"),
+            );
+        } else if standalone_leader {
             repl.record("leading", epoch, format!("started leading at {last}"));
         } else {
             repl.record(
@@ -464,11 +489,11 @@ impl Node {
             }
         };
         let now = now_ms();
-        let machine = Machine::new(
+        let mut machine = Machine::new(
             store,
             last,
             epoch,
-            config.replicaof.is_none(),
+            standalone_leader,
             MachineConfig {
                 default_ack: config.ack,
                 write_ack_timeout_ms: config.write_ack_timeout_ms,
@@ -478,6 +503,9 @@ impl Node {
                 commit_rule: Replicas::commit_lsn,
             },
         );
+        if config.control_plane() {
+            machine.require_lease();
+        }
         let node = Node {
             machine,
             fsync: config.fsync,
@@ -506,6 +534,7 @@ impl Node {
             save_waiters: Vec::new(),
             failover: None,
             requirepass: config.requirepass.clone(),
+            control_plane: config.control_plane(),
         };
         node.publish_replication(now);
         Ok(node)
@@ -653,6 +682,9 @@ impl Node {
             }
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
+            NodeMsg::Failover { done, .. } if self.control_plane => {
+                let _ = done.send(Reply::error(CONTROLLED));
+            }
             NodeMsg::Failover {
                 target,
                 timeout_ms,
@@ -681,7 +713,11 @@ impl Node {
                 .machine
                 .wait(numreplicas, lsn, timeout_ms, mono_ms(), Done::Wait(done)),
             NodeMsg::SetUpstream { upstream, done } => {
-                let reply = self.on_set_upstream(upstream);
+                let reply = if self.control_plane {
+                    Reply::error(CONTROLLED)
+                } else {
+                    self.on_set_upstream(upstream)
+                };
                 let _ = done.send(reply);
             }
             NodeMsg::FollowerUp { id, addr, link } => {
@@ -740,6 +776,12 @@ impl Node {
                     install.writer,
                 );
                 let _ = done.send(result);
+            }
+            NodeMsg::Map(map) => self.on_map(&map),
+            NodeMsg::Lease { epoch, until_ms } => {
+                if self.is_leader() && self.machine.epoch() == epoch {
+                    self.machine.grant_lease(until_ms, now(), &mut self.out);
+                }
             }
             NodeMsg::UpstreamLink {
                 up,
@@ -1141,6 +1183,91 @@ impl Node {
         Reply::Ok
     }
 
+    /// A map from the control plane: lead when it names this node (in its epoch, continuing
+    /// the history), follow the node it says to otherwise.
+    fn on_map(&mut self, map: &ClusterMap) {
+        let me = self.repl.node_id.clone();
+        let Some(leader) = map.leader.clone() else {
+            return;
+        };
+        if leader == me {
+            if self.is_leader() && self.machine.epoch() == map.epoch {
+                return;
+            }
+            if self.machine.epoch() > map.epoch {
+                warn!(map_epoch = %map.epoch, epoch = %self.machine.epoch(),
+                    "the map names this node leader in an epoch older than one it has seen; not leading");
+                return;
+            }
+            let history = if self.meta.history == 0 {
+                match meta::random_u64() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        warn!(error = %e, "cannot draw a history id; not leading");
+                        return;
+                    }
+                }
+            } else {
+                self.meta.history
+            };
+            if let Err(e) = self.update_meta(|m| {
+                m.epoch = map.epoch.0;
+                m.leads = true;
+                m.history = history;
+            }) {
+                warn!(error = %e, "cannot record leadership; not leading");
+                return;
+            }
+            if self.failover.is_some() {
+                self.abort_failover("ERR FAILOVER aborted: the control plane elected a leader");
+            }
+            self.machine.elected(map.epoch, &mut self.out);
+            info!(epoch = %map.epoch, at = %self.machine.last(), "leading: elected by the control plane");
+            self.repl.record(
+                "elected",
+                map.epoch,
+                format!("leads from {}", self.machine.last()),
+            );
+            self.link_up = false;
+            self.upstream_id = None;
+            self.upstream = None;
+            self.repl.upstream.send_replace(None);
+            self.publish_replication(now_ms());
+            return;
+        }
+        // Fencing: nothing from an older epoch is taken from now on.
+        if let Err(e) = self.raise_epoch(map.epoch) {
+            warn!(error = %e, "cannot record the map's epoch");
+        }
+        let Some(up) = map
+            .upstream_of(&me)
+            .and_then(|id| crate::control::member_addr(map, id))
+        else {
+            return;
+        };
+        if self.is_leader() || self.upstream.as_ref() != Some(&up) {
+            let was_leader = self.is_leader();
+            if let Some(f) = &self.failover {
+                if f.handing_over {
+                    // The outcome is now known: the map moved on.
+                    self.failover = None;
+                }
+            }
+            let reply = self.on_set_upstream(Some(up.clone()));
+            if was_leader {
+                info!(leader = %leader, epoch = %map.epoch, "stepped down: the control plane elected another leader");
+                self.repl.record(
+                    "stepped_down",
+                    map.epoch,
+                    format!("{leader} leads in epoch {}", map.epoch),
+                );
+            }
+            if let Reply::Error(e) = reply {
+                warn!(error = %e, "cannot follow the map's leader");
+            }
+        }
+    }
+
     /// `REPLICAOF`: a leader that becomes a replica fails the writes still waiting (its log
     /// may be replaced); a replica that becomes the leader starts a new epoch.
     fn on_set_upstream(&mut self, upstream: Option<Upstream>) -> Reply {
@@ -1350,6 +1477,7 @@ impl Node {
             },
             leader,
             epoch: m.epoch(),
+            durable_pos: m.durable_position(),
         };
         self.repl.positions.send_if_modified(|p| {
             // The clock alone changing is not news.
@@ -1357,6 +1485,7 @@ impl Node {
                 || p.durable != positions.durable
                 || p.leader != positions.leader
                 || p.epoch != positions.epoch
+                || p.durable_pos != positions.durable_pos
                 || (!leader && p.current_as_of_ms != positions.current_as_of_ms);
             *p = positions;
             changed

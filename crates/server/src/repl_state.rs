@@ -5,10 +5,11 @@
 use crate::config::Upstream;
 use crate::faults::Faults;
 use crate::feed::Feed;
+use replikv_core::control::{ClusterMap, ControlMsg};
 use replikv_core::{AckMode, Epoch, LogPosition, Lsn};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, watch};
 
 /// Payload bytes the feed keeps in memory for links.
 pub const FEED_BYTES_MAX: usize = 64 << 20;
@@ -27,6 +28,8 @@ pub struct Positions {
     pub leader: bool,
     /// The highest epoch seen.
     pub epoch: Epoch,
+    /// The last entry durable in this node's log (what an election compares).
+    pub durable_pos: LogPosition,
 }
 
 /// One follower as the status shows it.
@@ -107,6 +110,10 @@ pub struct ReplShared {
     pub faults: Arc<Faults>,
     /// Role changes, epochs, resyncs and switchovers, newest last, and counts by kind.
     pub events: Mutex<Events>,
+    /// The cluster map as this node applied it last (control plane only).
+    pub map: watch::Sender<Option<Arc<ClusterMap>>>,
+    /// Where control links deliver what they receive (set once the control task runs).
+    pub control_in: OnceLock<mpsc::Sender<(String, ControlMsg)>>,
 }
 
 /// Most events kept for `/status`.

@@ -9,8 +9,9 @@
 //! - `SENTINEL sentinels NAME`: none (no separate sentinels).
 //! - `SENTINEL myid`: this node's id.
 //!
-//! The leader is the node itself when it leads, else its upstream (until the control plane's
-//! cluster map names it: see `docs/design/failover.md`). A replica whose link to its upstream
+//! Under the control plane the leader is the one the node's copy of the cluster map names (nil
+//! while it names none). Without it, the leader is the node itself when it leads, else its
+//! upstream. A replica whose link to its upstream
 //! is down reports it with the `s_down` flag, as a sentinel would, so clients do not take it.
 
 use crate::conn::Conn;
@@ -39,8 +40,10 @@ pub fn run(conn: &Conn, shared: &Shared, args: &[Bytes]) -> Frame {
             if !name_ok(1) {
                 return Frame::Null;
             }
-            let (ip, port, _) = leader(conn, shared);
-            Frame::Array(vec![bulk(ip), bulk(port.to_string())])
+            match leader(conn, shared) {
+                Some((ip, port, _)) => Frame::Array(vec![bulk(ip), bulk(port.to_string())]),
+                None => Frame::Null,
+            }
         }
         "masters" if want(1) => Frame::Array(vec![master_state(conn, shared)]),
         "master" if want(2) => {
@@ -81,26 +84,39 @@ pub fn run(conn: &Conn, shared: &Shared, args: &[Bytes]) -> Frame {
     }
 }
 
-/// The leader's address, and whether it is reachable as far as this node knows: this node
-/// when it leads (by the address the client reached), else its upstream.
-fn leader(conn: &Conn, shared: &Shared) -> (String, u16, bool) {
+/// The leader's address, and whether it is reachable as far as this node knows: the map's
+/// leader under the control plane; otherwise this node when it leads (by the address the
+/// client reached), else its upstream.
+fn leader(conn: &Conn, shared: &Shared) -> Option<(String, u16, bool)> {
+    let own = || {
+        let bind = shared.config.bind;
+        let ip = if bind.is_unspecified() {
+            conn.local_ip.unwrap_or(bind)
+        } else {
+            bind
+        };
+        (ip.to_string(), shared.config.port, true)
+    };
+    if shared.config.control_plane() {
+        let map = shared.repl.map.borrow().clone()?;
+        let id = map.leader.as_deref()?;
+        if id == shared.repl.node_id {
+            return Some(own());
+        }
+        let up = crate::control::member_addr(&map, id)?;
+        return Some((up.host, up.port, true));
+    }
     let status = shared.repl.status();
     match &status.upstream {
-        None => {
-            let bind = shared.config.bind;
-            let ip = if bind.is_unspecified() {
-                conn.local_ip.unwrap_or(bind)
-            } else {
-                bind
-            };
-            (ip.to_string(), shared.config.port, true)
-        }
-        Some(up) => (up.host.clone(), up.port, status.link_up),
+        None => Some(own()),
+        Some(up) => Some((up.host.clone(), up.port, status.link_up)),
     }
 }
 
 fn master_state(conn: &Conn, shared: &Shared) -> Frame {
-    let (ip, port, reachable) = leader(conn, shared);
+    let Some((ip, port, reachable)) = leader(conn, shared) else {
+        return Frame::Error("ERR the cluster has no leader yet".into());
+    };
     let status = shared.repl.status();
     let replicas = status.replicas.iter().filter(|r| r.connected).count();
     let flags = if reachable { "master" } else { "master,s_down" };

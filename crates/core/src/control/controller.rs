@@ -332,8 +332,10 @@ impl Controller {
     fn renew(&mut self, map: &ClusterMap, local: Local, now_ms: u64, out: &mut Vec<Action>) {
         if map.leader.as_deref() != Some(self.id.as_str()) || local.epoch != map.epoch {
             self.asked.clear();
+            self.last_ask_ms = None;
             return;
         }
+        // A leader just elected asks at once; then every `renew_ms`.
         if self
             .last_ask_ms
             .is_some_and(|t| now_ms < t + self.config.renew_ms)
@@ -517,6 +519,22 @@ impl Controller {
         } else {
             choose_leader(map, self.config.mode, &reports)
         };
+        // Of equally up-to-date candidates, another node rather than the controller: a leader
+        // that is also the controller takes both roles down when it fails, and the group's
+        // own election then comes before the data leader's.
+        let chosen = chosen.map(|mut choice| {
+            if choice.id == self.id {
+                let eligible =
+                    |id: &str| self.config.mode != AckMode::Sync || map.in_sync.contains(id);
+                if let Some(other) = reports
+                    .iter()
+                    .find(|r| r.id != self.id && r.durable == choice.durable && eligible(&r.id))
+                {
+                    choice.id.clone_from(&other.id);
+                }
+            }
+            choice
+        });
         match chosen {
             Ok(choice) => {
                 let epoch = Epoch(map.epoch.0.max(seen.0) + 1);

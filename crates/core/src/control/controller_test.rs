@@ -247,3 +247,22 @@ fn a_quorum_election_without_enough_reports_elects_nobody_and_tries_again_later(
         2
     );
 }
+
+#[test]
+fn of_equally_up_to_date_replicas_one_other_than_the_controller_is_elected() {
+    let map = map_led_by("c", 2);
+    let mut ctl = Controller::new("a", config(AckMode::Quorum));
+    ctl.became_controller(0);
+    let asked = queries(&ctl.on_tick(&map, local(2, 5), 1_000));
+    let round = asked[0].1;
+    report(&mut ctl, &map, "a", round, pos(2, 5), 1_010);
+    report(&mut ctl, &map, "b", round, pos(2, 5), 1_010);
+    let elect = proposals(&ctl.on_tick(&map, local(2, 5), 1_020));
+    assert_eq!(
+        elect,
+        vec![MapCommand::Elect {
+            id: "b".into(),
+            epoch: Epoch(3)
+        }]
+    );
+}

@@ -20,6 +20,8 @@ mod controller_test;
 #[cfg(test)]
 mod election_test;
 #[cfg(test)]
+mod group_persist_test;
+#[cfg(test)]
 mod group_test;
 #[cfg(test)]
 mod map_test;

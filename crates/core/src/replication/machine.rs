@@ -204,6 +204,9 @@ pub struct Machine<T> {
     lease_until_ms: u64,
     /// The latest monotonic time any call brought.
     clock_ms: u64,
+    /// Where each epoch's entries start, from the last one at or before `durable` on (the
+    /// entries before this machine started are all durable): for [`Machine::durable_position`].
+    epoch_starts: VecDeque<LogPosition>,
     config: MachineConfig,
     stats: MachineStats,
     answers: Vec<(T, Answer)>,
@@ -237,6 +240,7 @@ impl<T> Machine<T> {
             lease_required: false,
             lease_until_ms: 0,
             clock_ms: 0,
+            epoch_starts: VecDeque::from([last]),
             config,
             stats: MachineStats::default(),
             answers: Vec::new(),
@@ -455,6 +459,7 @@ impl<T> Machine<T> {
         };
         log.append(pos, cmd);
         self.store.apply(cmd);
+        self.note_entry(pos);
         self.last = pos;
         self.stats.entries += 1;
     }
@@ -480,6 +485,9 @@ impl<T> Machine<T> {
     /// before a log reset may be past it). Releases what that commits.
     pub fn log_durable(&mut self, lsn: Lsn) {
         self.durable = self.durable.max(lsn).min(self.last.lsn);
+        while self.epoch_starts.len() > 1 && self.epoch_starts[1].lsn <= self.durable {
+            self.epoch_starts.pop_front();
+        }
         self.release();
     }
 
@@ -729,6 +737,32 @@ impl<T> Machine<T> {
         self.lease_until_ms
     }
 
+    /// The position of the last entry durable in this node's own log: what an election
+    /// compares (a log ending at a higher position holds every entry committed before it).
+    #[must_use]
+    pub fn durable_position(&self) -> LogPosition {
+        let epoch = self
+            .epoch_starts
+            .iter()
+            .take_while(|p| p.lsn <= self.durable)
+            .last()
+            .map_or(self.last.epoch, |p| p.epoch);
+        LogPosition {
+            epoch,
+            lsn: self.durable,
+        }
+    }
+
+    fn note_entry(&mut self, pos: LogPosition) {
+        if self
+            .epoch_starts
+            .back()
+            .is_none_or(|p| p.epoch != pos.epoch)
+        {
+            self.epoch_starts.push_back(pos);
+        }
+    }
+
     fn note_time(&mut self, mono_ms: u64) {
         self.clock_ms = self.clock_ms.max(mono_ms);
     }
@@ -859,6 +893,7 @@ impl<T> Machine<T> {
         for (pos, cmd) in entries {
             debug_assert_eq!(pos.lsn, self.last.lsn.next(), "entries continue the log");
             self.store.apply(cmd);
+            self.note_entry(pos);
             self.last = pos;
             self.stats.entries += 1;
         }
@@ -887,6 +922,7 @@ impl<T> Machine<T> {
         self.store = store;
         self.last = pos;
         self.durable = pos.lsn;
+        self.epoch_starts = VecDeque::from([pos]);
         self.replicas = Replicas::new(
             pos.lsn,
             self.config.replica_lag_max_ms,

@@ -821,12 +821,15 @@ fn an_elected_leader_writes_a_noop_of_its_epoch_before_anything_else_and_needs_a
     m.elected(Epoch(3), &mut log);
     assert_eq!(log.0, vec![(pos(3, 2), Command::Noop)]);
     assert_eq!(m.last(), pos(3, 2));
+    // What an election would compare: the durable end, with its own entry's epoch.
+    assert_eq!(m.durable_position(), pos(1, 1));
     // A read right after the election reflects the no-op, and waits for the lease and for the
     // no-op to be durable.
     run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
     m.grant_lease(400, 10, &mut log);
     assert!(answers(&mut m).is_empty());
     m.log_durable(Lsn(2));
+    assert_eq!(m.durable_position(), pos(3, 2));
     assert_eq!(
         first_replies(&mut m),
         vec![(1, Reply::Bulk(Bytes::from_static(b"v")))]

@@ -110,6 +110,7 @@ pub fn encode_frame(message: &PeerMessage, out: &mut BytesMut) -> Result<(), Pee
         PeerMessage::SnapshotChunk { index, data } => serialize_body(&(index, data), out),
         PeerMessage::SnapshotEnd { chunks } => serialize_body(chunks, out),
         PeerMessage::Refuse { reason } => serialize_body(reason, out),
+        PeerMessage::Control { body } => serialize_body(body, out),
     };
     // Serializing into a growable buffer cannot fail: every field type has an infallible
     // `Serialize` impl, sequences know their length, and the flavor never refuses bytes.
@@ -291,6 +292,7 @@ enum DecodedBody {
         index: u64,
         data: Range<usize>,
     },
+    Control(Range<usize>),
 }
 
 impl DecodedBody {
@@ -317,6 +319,9 @@ impl DecodedBody {
             DecodedBody::SnapshotChunk { index, data } => PeerMessage::SnapshotChunk {
                 index,
                 data: body.slice(data),
+            },
+            DecodedBody::Control(range) => PeerMessage::Control {
+                body: body.slice(range),
             },
         }
     }
@@ -415,6 +420,10 @@ fn decode_body(kind: PeerMessageKind, body: &[u8]) -> Result<DecodedBody, PeerEr
         PeerMessageKind::SnapshotEnd => PeerMessage::SnapshotEnd {
             chunks: deserialize_body(kind, body)?,
         },
+        PeerMessageKind::Control => {
+            let data: &[u8] = take_body(kind, body)?;
+            return Ok(DecodedBody::Control(range_in_body(data)));
+        }
     };
     Ok(DecodedBody::Message(message))
 }

@@ -520,3 +520,14 @@ fn overlong_varint_decodes_and_reencodes_shorter() {
     let reencoded = encoded(&message);
     assert_eq!(reencoded.len(), PEER_FRAME_HEADER_BYTES + body.len() - 1);
 }
+
+/// `Control` carries the control plane's opaque messages (Raft among them), so it is bulk: a
+/// Raft snapshot of the map may exceed a control frame.
+#[test]
+fn control_messages_round_trip_and_are_bulk() {
+    assert!(PeerMessageKind::Control.is_bulk());
+    round_trip_body(&PeerMessage::Control {
+        body: Bytes::from_static(b"\x00raft bytes\xff"),
+    });
+    round_trip_body(&PeerMessage::Control { body: Bytes::new() });
+}

@@ -170,6 +170,13 @@ pub enum PeerMessage {
         /// How many chunks were sent.
         chunks: u64,
     },
+    /// A control-plane message (Raft, leases, election queries), opaque to this crate. A link
+    /// whose first frame after the handshake is `Control` is a control link: it carries only
+    /// these, in both directions.
+    Control {
+        /// The encoded message.
+        body: Bytes,
+    },
     /// The sender will not go on (lower epoch, bad auth, wrong cluster...) and closes the
     /// link after this frame.
     Refuse {
@@ -196,6 +203,7 @@ impl PeerMessage {
             PeerMessage::SnapshotChunk { .. } => PeerMessageKind::SnapshotChunk,
             PeerMessage::SnapshotEnd { .. } => PeerMessageKind::SnapshotEnd,
             PeerMessage::Refuse { .. } => PeerMessageKind::Refuse,
+            PeerMessage::Control { .. } => PeerMessageKind::Control,
         }
     }
 }

@@ -36,11 +36,13 @@ pub enum PeerMessageKind {
     SnapshotChunk = 33,
     /// [`PeerMessage::SnapshotEnd`](crate::PeerMessage::SnapshotEnd).
     SnapshotEnd = 34,
+    /// [`PeerMessage::Control`](crate::PeerMessage::Control).
+    Control = 48,
 }
 
 impl PeerMessageKind {
     /// Every kind, in code order.
-    pub const ALL: [PeerMessageKind; 12] = [
+    pub const ALL: [PeerMessageKind; 13] = [
         PeerMessageKind::Hello,
         PeerMessageKind::Challenge,
         PeerMessageKind::Auth,
@@ -53,6 +55,7 @@ impl PeerMessageKind {
         PeerMessageKind::SnapshotBegin,
         PeerMessageKind::SnapshotChunk,
         PeerMessageKind::SnapshotEnd,
+        PeerMessageKind::Control,
     ];
 
     /// The code written in the frame header.
@@ -76,7 +79,7 @@ impl PeerMessageKind {
     pub fn is_bulk(self) -> bool {
         matches!(
             self,
-            PeerMessageKind::Entries | PeerMessageKind::SnapshotChunk
+            PeerMessageKind::Entries | PeerMessageKind::SnapshotChunk | PeerMessageKind::Control
         )
     }
 
@@ -96,6 +99,7 @@ impl PeerMessageKind {
             PeerMessageKind::SnapshotBegin => "SnapshotBegin",
             PeerMessageKind::SnapshotChunk => "SnapshotChunk",
             PeerMessageKind::SnapshotEnd => "SnapshotEnd",
+            PeerMessageKind::Control => "Control",
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Server {
     pub log: PathBuf,
     /// Address the node's ports are reached on (127.0.0.1 unless started with `start_on`).
     pub host: String,
+    /// Environment the node is started (and restarted) with.
+    pub env: Vec<(String, String)>,
 }
 
 /// A free loopback port (the OS picks it; a race with another process is possible but rare).
@@ -48,6 +50,7 @@ impl Server {
             extra,
             log: dir.join("server.log"),
             host: host.to_string(),
+            env: Vec::new(),
         };
         for _attempt in 0..5 {
             s.port = free_port();
@@ -60,6 +63,60 @@ impl Server {
             }
         }
         panic!("replikv found no free ports; log:\n{}", s.log_text());
+    }
+
+    /// Nodes `n0`, `n1`, … on loopback with the control plane among them (automatic
+    /// failover), one per directory, each with `extra`; waits until every one answers PING.
+    pub fn start_controlled(dirs: &[&Path], extra: &[&str]) -> Vec<Server> {
+        Server::start_controlled_with_env(dirs, extra, &[])
+    }
+
+    /// [`Server::start_controlled`] with `env` set for every node.
+    pub fn start_controlled_with_env(
+        dirs: &[&Path],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Vec<Server> {
+        let ports: Vec<(u16, u16)> = dirs.iter().map(|_| (free_port(), free_port())).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, _))| format!("n{i}=127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Server> = dirs
+            .iter()
+            .zip(&ports)
+            .enumerate()
+            .map(|(i, (dir, (port, admin_port)))| {
+                let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+                extra.extend([
+                    "--node-id".to_string(),
+                    format!("n{i}"),
+                    "--control-peers".to_string(),
+                    peers.clone(),
+                ]);
+                let mut s = Server {
+                    child: None,
+                    port: *port,
+                    admin_port: *admin_port,
+                    dir: dir.to_path_buf(),
+                    extra,
+                    log: dir.join("server.log"),
+                    host: "127.0.0.1".to_string(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                };
+                s.spawn();
+                s
+            })
+            .collect();
+        for n in &mut nodes {
+            n.wait_ready();
+        }
+        nodes
     }
 
     fn spawn(&mut self) {
@@ -77,6 +134,7 @@ impl Server {
             .arg("--admin-port")
             .arg(self.admin_port.to_string())
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -859,6 +917,10 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: dir.join("server.log"),
             host: "127.0.0.1".to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for _attempt in 0..5 {
             s.port = free_port();

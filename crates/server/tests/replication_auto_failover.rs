@@ -1,0 +1,234 @@
+//! Automatic failover under the control plane (`--control-peers`): the voters elect a leader,
+//! replace one that dies or is cut off with the most up-to-date replica, fence the old one
+//! (it stops acknowledging before the new one starts), and take it back as a replica.
+
+mod common;
+
+use common::{assert_same_contents, is_error, text, wait_until, Frame, Resp, Server};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TESTING: (&str, &str) = ("REPLIKV_I_AM_TESTING", "1");
+
+/// The leader's port as the answering nodes' maps name it, when a majority of them agree.
+fn leader_port(ports: &[u16]) -> Option<u16> {
+    let mut named = Vec::new();
+    for &p in ports {
+        let Ok(mut c) = Resp::try_connect("127.0.0.1", p) else {
+            continue;
+        };
+        if let Ok(Frame::Array(items)) =
+            c.try_call(&["SENTINEL", "get-master-addr-by-name", "replikv"])
+        {
+            if let Some(port) = items.get(1).and_then(|f| text(f).parse::<u16>().ok()) {
+                named.push(port);
+            }
+        }
+    }
+    let best = named
+        .iter()
+        .copied()
+        .max_by_key(|p| named.iter().filter(|q| *q == p).count())?;
+    let votes = named.iter().filter(|q| **q == best).count();
+    (votes * 2 > ports.len()).then_some(best)
+}
+
+fn role_of(port: u16) -> Option<String> {
+    let mut c = Resp::try_connect("127.0.0.1", port).ok()?;
+    match c.try_call(&["ROLE"]).ok()? {
+        Frame::Array(items) => items.first().map(text),
+        _ => None,
+    }
+}
+
+/// Waits until a majority names a leader that says it is one, and it takes a write.
+fn wait_leader(ports: &[u16], not: Option<u16>, within: Duration) -> u16 {
+    let mut found = None;
+    let ok = wait_until(within, || {
+        let Some(p) = leader_port(ports) else {
+            return false;
+        };
+        if Some(p) == not || role_of(p).as_deref() != Some("master") {
+            return false;
+        }
+        let Ok(mut c) = Resp::try_connect("127.0.0.1", p) else {
+            return false;
+        };
+        found = Some(p);
+        matches!(c.try_call(&["SET", "probe", "1"]), Ok(Frame::Simple(s)) if s == "OK")
+    });
+    assert!(
+        ok,
+        "no leader took a write within {within:?} (last named {found:?})"
+    );
+    found.unwrap_or_default()
+}
+
+/// Writes `k<i>` keys until `stop`, following the leader; returns the keys acknowledged.
+fn writer(ports: Vec<u16>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut conn: Option<Resp> = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..1_000_000u32 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            if conn.is_none() {
+                conn = leader_port(&ports).and_then(|p| Resp::try_connect("127.0.0.1", p).ok());
+                if conn.is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            }
+            let key = format!("k{i}");
+            let Some(c) = conn.as_mut() else { continue };
+            match c.try_call(&["SET", key.as_str(), "v"]) {
+                Ok(Frame::Simple(s)) if s == "OK" => acked.push(key),
+                // Refused or unknown outcome: find the leader again.
+                _ => {
+                    conn = None;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        acked
+    })
+}
+
+fn missing(port: u16, keys: &[String]) -> Vec<String> {
+    let mut c = Resp::connect(port);
+    keys.iter()
+        .filter(|k| c.call(&["GET", k.as_str()]) != Frame::Bulk(bytes::Bytes::from_static(b"v")))
+        .cloned()
+        .collect()
+}
+
+fn node_by_port(nodes: &mut [Server], port: u16) -> &mut Server {
+    nodes
+        .iter_mut()
+        .find(|n| n.port == port)
+        .expect("a node on that port")
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let mut nodes = Server::start_controlled(&paths, &["--ack", "quorum", "--cluster-size", "3"]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(ports.clone(), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(800));
+    eprintln!("phase: kill the leader on port {first}");
+    node_by_port(&mut nodes, first).kill9();
+    let killed_at = Instant::now();
+    let second = wait_leader(&ports, Some(first), Duration::from_secs(20));
+    eprintln!(
+        "phase: port {second} leads, {} ms after the kill",
+        killed_at.elapsed().as_millis()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().unwrap();
+    assert!(
+        acked.len() > 20,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    assert_eq!(
+        missing(second, &acked),
+        Vec::<String>::new(),
+        "acknowledged writes lost"
+    );
+
+    eprintln!("phase: the old leader comes back as a replica");
+    node_by_port(&mut nodes, first).restart();
+    assert!(
+        wait_until(Duration::from_secs(20), || role_of(first).as_deref()
+            == Some("slave")),
+        "the old leader did not rejoin as a replica"
+    );
+    let mut c = Resp::connect(second);
+    assert_eq!(text(&c.call(&["SET", "after", "rejoin"])), "OK");
+    assert!(wait_until(Duration::from_secs(20), || {
+        Resp::connect(first).call(&["GET", "after"])
+            == Frame::Bulk(bytes::Bytes::from_static(b"rejoin"))
+    }));
+    assert_same_contents(second, first, "the rejoined old leader");
+    let status = node_by_port(&mut nodes, second).http_get("/status").1;
+    assert!(status.contains("\"elected\""), "{status}");
+}
+
+#[test]
+fn a_leader_cut_off_from_the_others_stops_acknowledging_and_is_replaced() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let nodes = Server::start_controlled_with_env(
+        &paths,
+        &[
+            "--ack",
+            "quorum",
+            "--cluster-size",
+            "3",
+            "--write-ack-timeout-ms",
+            "2000",
+            "--fault-injection",
+        ],
+        &[TESTING],
+    );
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+    let cut = nodes.iter().find(|n| n.port == first).unwrap();
+    let others: Vec<&Server> = nodes.iter().filter(|n| n.port != first).collect();
+
+    eprintln!("phase: cut the leader on port {first} off from both others");
+    let block = |node: &Server, peers: &[&str]| {
+        let spec = format!(r#"{{"block": {peers:?}}}"#);
+        let (code, body) = node.http("POST", "/faults", Some(&spec));
+        assert_eq!(code, 200, "{body}");
+    };
+    let id_of = |s: &Server| format!("n{}", ports.iter().position(|p| *p == s.port).unwrap());
+    let cut_id = id_of(cut);
+    let other_ids: Vec<String> = others.iter().map(|s| id_of(s)).collect();
+    block(cut, &[other_ids[0].as_str(), other_ids[1].as_str()]);
+    for o in &others {
+        block(o, &[cut_id.as_str()]);
+    }
+    let cut_at = Instant::now();
+
+    // The cut-off leader acknowledges nothing once its lease has run out (400 ms by default),
+    // and a write sent to it does not succeed.
+    let mut old = Resp::connect(first);
+    std::thread::sleep(Duration::from_millis(600));
+    let reply = old.call(&["SET", "split", "old"]);
+    assert!(
+        is_error(&reply, "TRYAGAIN") || is_error(&reply, "READONLY"),
+        "the cut-off leader answered {reply:?} {} ms after the cut",
+        cut_at.elapsed().as_millis()
+    );
+
+    let other_ports: Vec<u16> = others.iter().map(|o| o.port).collect();
+    let second = wait_leader(&other_ports, None, Duration::from_secs(20));
+    assert_ne!(second, first);
+    let mut new = Resp::connect(second);
+    assert_eq!(text(&new.call(&["SET", "split", "new"])), "OK");
+
+    eprintln!("phase: heal; the old leader steps down and follows");
+    for n in &nodes {
+        let (code, body) = n.http("DELETE", "/faults", None);
+        assert_eq!(code, 200, "{body}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || role_of(first).as_deref()
+            == Some("slave")),
+        "the old leader did not step down"
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        Resp::connect(first).call(&["GET", "split"])
+            == Frame::Bulk(bytes::Bytes::from_static(b"new"))
+    }));
+}
