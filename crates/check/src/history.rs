@@ -6,6 +6,7 @@
 //! monotonic clock shared by every client.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// An operation's id: its index in [`History::ops`].
 pub type OpId = usize;
@@ -121,6 +122,81 @@ pub struct FaultEvent {
     pub kind: String,
     /// The nodes it concerns.
     pub nodes: Vec<String>,
+    /// On the start of a kill, pause or partition in a run with automatic failover: whether
+    /// its node led when it started, as the nemesis found by asking the nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leader: bool,
+}
+
+/// A fault from its start to its end, on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FaultSpan {
+    /// `kill`, `pause`, `partition`, `delay`, `loss` or `skew`.
+    pub kind: String,
+    /// The node's client address (for a partition, the node cut off).
+    pub node: String,
+    /// When it started, µs since the run started.
+    pub start_us: u64,
+    /// When it was undone.
+    pub end_us: u64,
+    /// Whether the node led when the fault started ([`FaultEvent::leader`]).
+    pub leader: bool,
+}
+
+/// The start event of the fault that the event `end` ends (`restart` ends `kill`), if it ends
+/// one.
+#[must_use]
+pub fn fault_start_of(end: &str) -> Option<&'static str> {
+    match end {
+        "restart" => Some("kill"),
+        "resume" => Some("pause"),
+        "heal" => Some("partition"),
+        "undelay" => Some("delay"),
+        "unloss" => Some("loss"),
+        "unskew" => Some("skew"),
+        _ => None,
+    }
+}
+
+/// Pairs each fault's start with its end (`kill`/`restart`, `pause`/`resume`,
+/// `partition`/`heal`, `delay`/`undelay`, `loss`/`unloss`, `skew`/`unskew`), in order of
+/// start; a fault never ended lasts until `end_us`.
+#[must_use]
+pub fn fault_spans(h: &History, end_us: u64) -> Vec<FaultSpan> {
+    let mut open: BTreeMap<(String, String), (u64, bool)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in &h.faults {
+        let start = fault_start_of(&e.kind);
+        for node in &e.nodes {
+            match start {
+                None => {
+                    open.insert((e.kind.clone(), node.clone()), (e.at_us, e.leader));
+                }
+                Some(kind) => {
+                    if let Some((at, leader)) = open.remove(&(kind.to_string(), node.clone())) {
+                        out.push(FaultSpan {
+                            kind: kind.to_string(),
+                            node: node.clone(),
+                            start_us: at,
+                            end_us: e.at_us,
+                            leader,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for ((kind, node), (at, leader)) in open {
+        out.push(FaultSpan {
+            kind,
+            node,
+            start_us: at,
+            end_us,
+            leader,
+        });
+    }
+    out.sort_by_key(|f| (f.start_us, f.node.clone()));
+    out
 }
 
 /// A run's history.

@@ -3,6 +3,10 @@
 //! `base + 100 + i`, `node0` leading, the others replicating from it), with the controls the
 //! nemesis needs: kill -9 and restart with the same arguments, pause and resume.
 //!
+//! With [`Failover::Auto`] no node is told whom to follow: every node gets the same
+//! `--control-peers` list (every node by id and client address), and the nodes' control plane
+//! elects the leader, elects another when it is lost, and repoints the replicas itself.
+//!
 //! Every child runs in its own process group (Ctrl-C reaches the checker only, which then stops
 //! the nodes itself) and is killed if the [`LocalCluster`] is dropped without being stopped.
 //! Each node's output goes to `node<i>.log` in the run's folder; restarts append to it.
@@ -62,6 +66,30 @@ pub const NODE_DEFAULTS: [(&str, &str); 2] = [
 // Client ports (base + i) and admin ports (base + 100 + i) never overlap.
 const _: () = assert!((NODES_MAX as u16) < ADMIN_PORT_OFFSET);
 
+/// Who decides which node leads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failover {
+    /// `node0` leads throughout and the others replicate from it (`--replicaof`); a lost
+    /// leader is not replaced.
+    #[default]
+    None,
+    /// The nodes' control plane (`--control-peers`) elects the leader and elects another when
+    /// it dies, is paused or is cut off.
+    Auto,
+}
+
+impl Failover {
+    /// Its name in `--failover`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Failover::None => "none",
+            Failover::Auto => "auto",
+        }
+    }
+}
+
 /// How to lay out and start the nodes.
 #[derive(Clone, Debug)]
 pub struct LaunchPlan {
@@ -84,6 +112,8 @@ pub struct LaunchPlan {
     pub dir: PathBuf,
     /// Further `replikv serve` flags for every node.
     pub extra: Vec<String>,
+    /// Who decides which node leads.
+    pub failover: Failover,
 }
 
 /// Where the nodes listen, and so how partitions are made.
@@ -141,8 +171,11 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Where its output goes.
     pub log: PathBuf,
-    /// The leader's client address on a replica.
+    /// The leader's client address on a replica ([`Failover::None`]).
     pub upstream: Option<(Ipv4Addr, u16)>,
+    /// The `--control-peers` list ([`Failover::Auto`]): every node as `node<i>=host:port`,
+    /// in node order, the same on every node.
+    pub control_peers: Option<String>,
 }
 
 impl NodeSpec {
@@ -244,10 +277,19 @@ pub fn plan_nodes(plan: &LaunchPlan) -> Result<Vec<NodeSpec>, LaunchError> {
             max,
         });
     }
-    let specs: Vec<NodeSpec> = (0..plan.nodes.clamp(1, NODES_MAX))
+    let count = plan.nodes.clamp(1, NODES_MAX);
+    // In range: base + 100 + (nodes - 1) <= 65535 was checked above.
+    let port = |i: u8| plan.base_port + u16::from(i);
+    let control_peers = (plan.failover == Failover::Auto).then(|| {
+        (0..count)
+            .map(|i| format!("node{i}={}:{}", plan.network.host(i), port(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let specs: Vec<NodeSpec> = (0..count)
         .map(|i| {
-            // In range: base + 100 + (nodes - 1) <= 65535 was checked above.
-            let port = plan.base_port + u16::from(i);
+            let port = port(i);
+            let follows_node0 = i > 0 && plan.failover == Failover::None;
             NodeSpec {
                 name: format!("node{i}"),
                 host: plan.network.host(i),
@@ -256,7 +298,8 @@ pub fn plan_nodes(plan: &LaunchPlan) -> Result<Vec<NodeSpec>, LaunchError> {
                 admin_port: port + ADMIN_PORT_OFFSET,
                 data_dir: plan.dir.join("data").join(format!("node{i}")),
                 log: plan.dir.join(format!("node{i}.log")),
-                upstream: (i > 0).then(|| (plan.network.host(0), plan.base_port)),
+                upstream: follows_node0.then(|| (plan.network.host(0), plan.base_port)),
+                control_peers: control_peers.clone(),
             }
         })
         .collect();
@@ -287,6 +330,10 @@ pub fn node_args(plan: &LaunchPlan, spec: &NodeSpec) -> Vec<OsString> {
     if let Some((host, port)) = spec.upstream {
         argv.push("--replicaof".into());
         argv.push(format!("{host}:{port}").into());
+    }
+    if let Some(peers) = &spec.control_peers {
+        argv.push("--control-peers".into());
+        argv.push(peers.into());
     }
     if plan.fault_injection {
         argv.push("--fault-injection".into());
@@ -962,6 +1009,7 @@ mod tests {
             network: Network::Loopback,
             dir: PathBuf::from("run"),
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
+            failover: Failover::None,
         }
     }
 
@@ -1001,6 +1049,41 @@ mod tests {
         assert!(!replica.contains("--replica-lag-max-ms 1000"), "{replica}");
         assert!(replica.ends_with("--replica-lag-max-ms 300"), "{replica}");
         assert!(!text(&p, 0).contains("--replicaof"));
+        assert!(!text(&p, 0).contains("--control-peers"));
+    }
+
+    #[test]
+    fn with_automatic_failover_every_node_gets_the_same_peers_and_none_follows_another() {
+        let mut p = plan(&[]);
+        p.failover = Failover::Auto;
+        let specs = plan_nodes(&p).unwrap();
+        let peers = "node0=127.0.0.1:7300,node1=127.0.0.1:7301,node2=127.0.0.1:7302";
+        for (i, spec) in specs.iter().enumerate() {
+            assert_eq!(spec.upstream, None, "node{i}");
+            let args: Vec<String> = node_args(&p, spec)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let text = args.join(" ");
+            assert!(!text.contains("--replicaof"), "{text}");
+            assert!(
+                text.contains(&format!("--node-id node{i} ")),
+                "the ids in the peer list are the nodes' ids: {text}"
+            );
+            assert!(text.contains(&format!("--control-peers {peers}")), "{text}");
+        }
+
+        eprintln!("phase: in namespaces, the peers are named by their namespace addresses");
+        p.network = Network::Namespaces {
+            subnet: 9,
+            prefix: "rkc1".into(),
+            secret: "s".into(),
+        };
+        let specs = plan_nodes(&p).unwrap();
+        assert_eq!(
+            specs[2].control_peers.as_deref(),
+            Some("node0=10.77.9.1:7300,node1=10.77.9.2:7301,node2=10.77.9.3:7302")
+        );
     }
 
     #[test]

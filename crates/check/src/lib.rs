@@ -6,10 +6,13 @@
 //! - [`history`]: the recorded history: operations with their call, outcome, times, client
 //!   and node.
 //! - [`checker`]: the checkers over a history: lost writes, linearizability per key,
-//!   read-your-writes, monotonic reads, stale reads, availability.
+//!   read-your-writes, monotonic reads, stale reads, availability, and with automatic
+//!   failover, failover time and one leader per epoch.
 //! - [`run`]: `replikv check`: start a cluster (or use running nodes), run the workload under
 //!   the nemesis, read everything back, check, report.
-//! - [`workload`]: the concurrent clients and what they record; [`resp`]: their RESP client.
+//! - [`workload`]: the concurrent clients and what they record; [`resp`]: their RESP client;
+//!   [`endpoints`]: the nodes they talk to and, with automatic failover, how they find the
+//!   leader.
 //! - [`nemesis`]: fault injection (kill -9, pause, partition) on a [`launcher`] cluster.
 //! - [`report`] and [`timeline`]: the terminal table, `report.json`, `timeline.svg`.
 //! - [`sim`]: `replikv sim`, a deterministic simulator that drives the real replication state
@@ -17,11 +20,13 @@
 //!
 //! ```sh
 //! replikv check --nodes 3 --mode sync --nemesis kill,pause,partition --duration 30s
+//! replikv check --nodes 3 --mode sync --failover auto --duration 60s
 //! ```
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod checker;
+pub mod endpoints;
 pub mod history;
 pub mod launcher;
 pub mod nemesis;

@@ -25,6 +25,13 @@
 //! `undelay`, `loss` / `unloss`, `skew` / `unskew`, naming the node by its client address (for
 //! a partition, the node cut off from all others); its strength goes to
 //! [`NemesisLog::params`].
+//!
+//! With automatic failover ([`NemesisConfig::cluster_name`] set), a kill, pause or partition
+//! first asks the nodes who leads (as the clients do, [`crate::endpoints::discover_round`])
+//! and hits that node with probability [`LEADER_TARGET_PERCENT`] when it is free, any free node
+//! otherwise; its start event says whether its node led ([`FaultEvent::leader`]), which is
+//! what the failover time is measured from. A killed leader comes back as a replica on its
+//! own.
 
 use crate::history::FaultEvent;
 use crate::launcher::LocalCluster;
@@ -52,6 +59,9 @@ pub const DELAY_MS: (u64, u64) = (50, 500);
 pub const LOSS_PERCENT: (u64, u64) = (5, 30);
 /// Range of a `clock` fault's skew, ms, drawn with either sign.
 pub const SKEW_MS: (u64, u64) = (100, 5000);
+/// With automatic failover, the chance (percent) that a kill, pause or partition hits the
+/// node that leads rather than any free node.
+pub const LEADER_TARGET_PERCENT: u64 = 70;
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -167,6 +177,9 @@ pub struct NemesisConfig {
     pub length: (Duration, Duration),
     /// Most faults active at once.
     pub concurrent_max: usize,
+    /// With automatic failover, the nodes' cluster name (`--cluster-name`), to ask who leads;
+    /// `None` with a fixed leader, when every node is as likely a target.
+    pub cluster_name: Option<String>,
 }
 
 /// What the nemesis did.
@@ -361,6 +374,7 @@ pub async fn run(
     let cluster_len = cluster.specs().len();
     let mut nemesis = Nemesis {
         cluster,
+        cluster_name: cfg.cluster_name.clone(),
         clock,
         log: NemesisLog::default(),
         active: Vec::new(),
@@ -435,6 +449,8 @@ fn draw(rng: &mut Rng, range: (Duration, Duration)) -> Duration {
 
 struct Nemesis<'a> {
     cluster: &'a mut LocalCluster,
+    /// [`NemesisConfig::cluster_name`].
+    cluster_name: Option<String>,
     clock: Instant,
     log: NemesisLog,
     active: Vec<Active>,
@@ -447,13 +463,30 @@ impl Nemesis<'_> {
         u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn record(&mut self, at_us: u64, kind: &str, node: usize) {
+    fn record(&mut self, at_us: u64, kind: &str, node: usize, leader: bool) {
         let addr = self.cluster.specs()[node].addr();
         self.log.events.push(FaultEvent {
             at_us,
             kind: kind.to_string(),
             nodes: vec![addr],
+            leader,
         });
+    }
+
+    /// With automatic failover, before a fault that can take a leader away: the node that
+    /// leads now, by the majority of the nodes' answers; `None` otherwise, or when there is
+    /// no majority.
+    async fn leader(&self, kind: FaultKind) -> Option<usize> {
+        let name = self.cluster_name.as_deref()?;
+        if !matches!(
+            kind,
+            FaultKind::Kill | FaultKind::Pause | FaultKind::Partition
+        ) {
+            return None;
+        }
+        let addrs: Vec<String> = self.cluster.specs().iter().map(|s| s.addr()).collect();
+        let leader = crate::endpoints::discover_round(&addrs, name).await?;
+        addrs.iter().position(|a| *a == leader)
     }
 
     /// Whether a fault of `kind` may start on a node now, given the faults in force.
@@ -492,7 +525,15 @@ impl Nemesis<'_> {
         if !self.allowed(kind, n, &free) {
             return Started::Blocked;
         }
-        let node = free[rng.index(free.len())];
+        let leader = match self.leader(kind).await {
+            Some(l) if free.contains(&l) => Some(l),
+            _ => None,
+        };
+        let node = match leader {
+            Some(l) if rng.below(100) < LEADER_TARGET_PERCENT => l,
+            _ => free[rng.index(free.len())],
+        };
+        let led = leader == Some(node);
         let strength = Strength::draw(kind, rng);
         let at_us = self.now_us();
         let name = self.cluster.specs()[node].name.clone();
@@ -513,7 +554,7 @@ impl Nemesis<'_> {
         let (start, _) = kind.event_names();
         match done {
             Ok(()) => {
-                self.record(at_us, start, node);
+                self.record(at_us, start, node, led);
                 if let Some(value) = strength.text() {
                     let node = self.cluster.specs()[node].addr();
                     self.log.params.push(FaultParam {
@@ -565,7 +606,7 @@ impl Nemesis<'_> {
             };
             let (_, end) = a.kind.event_names();
             let at_us = self.now_us();
-            self.record(at_us, end, a.node);
+            self.record(at_us, end, a.node, false);
             self.ended[a.node] = Some(Instant::now());
             if a.kind == FaultKind::Partition {
                 self.ended

@@ -2,7 +2,9 @@
 //! and whether the acknowledgement mode kept its promises. Written as `report.json` and printed
 //! as a table for the terminal, with a history excerpt for each violation.
 
-use crate::checker::{Availability, Staleness, Status, Verdict};
+use crate::checker::{Availability, Failovers, Staleness, Status, Verdict};
+use crate::endpoints::LeaderChange;
+pub use crate::history::{fault_spans, fault_start_of, FaultSpan};
 use crate::history::{Call, History, Op, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ pub struct NodeInfo {
     pub name: String,
     /// Client address, as operations name it.
     pub addr: String,
-    /// `leader` or `replica`.
+    /// `leader` or `replica` (at the start of the run, with automatic failover).
     pub role: String,
 }
 
@@ -56,7 +58,10 @@ pub struct RunInfo {
     pub op_timeout_ms: u64,
     /// Seed of the workload's and the nemesis' choices.
     pub seed: u64,
-    /// The command line of the leader (launched clusters).
+    /// Who decided which node leads: `none` (a fixed leader) or `auto` (the nodes' control
+    /// plane).
+    pub failover: String,
+    /// The command line of the leader at the start (launched clusters).
     pub leader_command: Option<String>,
     /// The folder holding this report.
     pub results_dir: String,
@@ -97,73 +102,6 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
-/// A fault from its start to its end, on one node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FaultSpan {
-    /// `kill`, `pause`, `partition`, `delay`, `loss` or `skew`.
-    pub kind: String,
-    /// The node's client address (for a partition, the node cut off).
-    pub node: String,
-    /// When it started, µs since the run started.
-    pub start_us: u64,
-    /// When it was undone.
-    pub end_us: u64,
-}
-
-/// The start event of the fault that the event `end` ends (`restart` ends `kill`), if it ends
-/// one.
-#[must_use]
-pub fn fault_start_of(end: &str) -> Option<&'static str> {
-    match end {
-        "restart" => Some("kill"),
-        "resume" => Some("pause"),
-        "heal" => Some("partition"),
-        "undelay" => Some("delay"),
-        "unloss" => Some("loss"),
-        "unskew" => Some("skew"),
-        _ => None,
-    }
-}
-
-/// Pairs each fault's start with its end (`kill`/`restart`, `pause`/`resume`,
-/// `partition`/`heal`, `delay`/`undelay`, `loss`/`unloss`, `skew`/`unskew`), in order of
-/// start; a fault never ended lasts until `end_us`.
-#[must_use]
-pub fn fault_spans(h: &History, end_us: u64) -> Vec<FaultSpan> {
-    let mut open: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut out = Vec::new();
-    for e in &h.faults {
-        let start = fault_start_of(&e.kind);
-        for node in &e.nodes {
-            match start {
-                None => {
-                    open.insert((e.kind.clone(), node.clone()), e.at_us);
-                }
-                Some(kind) => {
-                    if let Some(at) = open.remove(&(kind.to_string(), node.clone())) {
-                        out.push(FaultSpan {
-                            kind: kind.to_string(),
-                            node: node.clone(),
-                            start_us: at,
-                            end_us: e.at_us,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    for ((kind, node), at) in open {
-        out.push(FaultSpan {
-            kind,
-            node,
-            start_us: at,
-            end_us,
-        });
-    }
-    out.sort_by_key(|f| (f.start_us, f.node.clone()));
-    out
-}
-
 /// Everything `report.json` holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -187,6 +125,12 @@ pub struct Report {
     pub availability: Availability,
     /// Staleness of reads in detail.
     pub staleness: Staleness,
+    /// With automatic failover: the failover time of every fault on the leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failovers>,
+    /// With automatic failover: every leader the clients followed, from when they found it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leader_changes: Vec<LeaderChange>,
     /// The checkers whose property the mode promises.
     pub promised: Vec<String>,
     /// The promised checkers that failed.
@@ -364,6 +308,29 @@ pub fn excerpt(report: &Report, h: &History, ids: &[usize]) -> String {
     out
 }
 
+/// One line on the failovers: `failovers: 37 (median 0.71 s, p99 1.30 s, max 1.40 s); 2 leader
+/// faults healed before a failover`.
+#[must_use]
+pub fn failover_line(f: &Failovers) -> String {
+    if f.leader_faults.is_empty() {
+        return "failovers: 0 (no kill, pause or partition hit the leader)".to_string();
+    }
+    let mut line = format!("failovers: {}", f.failovers);
+    if f.failovers > 0 {
+        line.push_str(&format!(
+            " (median {:.2} s, p99 {:.2} s, max {:.2} s)",
+            f.median_ms / 1000.0,
+            f.p99_ms / 1000.0,
+            f.max_ms / 1000.0
+        ));
+    }
+    line.push_str(&format!(
+        "; {} leader faults healed before a failover",
+        f.healed_before_failover
+    ));
+    line
+}
+
 /// The report as a table for the terminal.
 #[must_use]
 pub fn render(report: &Report, h: &History) -> String {
@@ -374,9 +341,14 @@ pub fn render(report: &Report, h: &History) -> String {
     } else {
         r.nemesis.join(",")
     };
+    let failover = if r.failover == "auto" {
+        ", failover auto"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "replikv check: {} nodes, mode {}, fsync {}, nemesis {}, {:.0} s, {} clients, {} keys, reads {}, seed {}",
+        "replikv check: {} nodes, mode {}, fsync {}{failover}, nemesis {}, {:.0} s, {} clients, {} keys, reads {}, seed {}",
         r.nodes.len(),
         r.mode,
         r.fsync,
@@ -448,10 +420,21 @@ pub fn render(report: &Report, h: &History) -> String {
             .collect();
         let _ = writeln!(out, "    {}", cells.join("   ").trim_end());
     }
+    if let Some(f) = &report.failover {
+        let _ = writeln!(out, "  {}", failover_line(f));
+    }
     let _ = writeln!(out);
+    // Wide enough for every name and its promise mark, and never narrower than it always was.
+    let width = report
+        .verdicts
+        .iter()
+        .map(|v| v.checker.chars().count() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(18);
     let _ = writeln!(
         out,
-        "  {:<18} {:<8} {:>10}  summary",
+        "  {:<width$} {:<8} {:>10}  summary",
         "checker", "status", "violations"
     );
     for v in &report.verdicts {
@@ -462,7 +445,7 @@ pub fn render(report: &Report, h: &History) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<18} {:<8} {:>10}  {}",
+            "  {:<width$} {:<8} {:>10}  {}",
             format!("{}{promised}", v.checker),
             status_name(v.status),
             v.violations,
@@ -535,6 +518,7 @@ mod tests {
             at_us,
             kind: kind.into(),
             nodes: vec![node.into()],
+            leader: false,
         };
         let h = History {
             faults: vec![
@@ -557,6 +541,42 @@ mod tests {
                 ("partition".into(), "c".into(), 30, 99)
             ]
         );
+    }
+
+    #[test]
+    fn the_failover_line_gives_the_count_the_times_and_the_faults_without_one() {
+        let fault = |failover_ms: Option<f64>| crate::checker::LeaderFault {
+            kind: "kill".into(),
+            node: "a".into(),
+            start_us: 0,
+            end_us: 1,
+            failover_ms,
+            new_leader: None,
+            first_write: None,
+        };
+        let f = Failovers {
+            failovers: 37,
+            healed_before_failover: 2,
+            median_ms: 710.0,
+            p99_ms: 1300.0,
+            max_ms: 1412.0,
+            leader_faults: vec![fault(Some(710.0)), fault(None)],
+        };
+        assert_eq!(
+            failover_line(&f),
+            "failovers: 37 (median 0.71 s, p99 1.30 s, max 1.41 s); 2 leader faults healed \
+             before a failover"
+        );
+        let healed_only = Failovers {
+            healed_before_failover: 1,
+            leader_faults: vec![fault(None)],
+            ..Failovers::default()
+        };
+        assert_eq!(
+            failover_line(&healed_only),
+            "failovers: 0; 1 leader faults healed before a failover"
+        );
+        assert!(failover_line(&Failovers::default()).contains("no kill, pause or partition"));
     }
 
     #[test]

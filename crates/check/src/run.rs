@@ -16,18 +16,31 @@
 //! (`--net auto`, the default, or `--net namespaces`), else with the nodes' fault-injection
 //! hook (`--net hook`); the report says which.
 //!
-//! | mode | promised across kill -9, pause, partition, delay, loss and clock skew (single leader, no failover) |
-//! |---|---|
-//! | `sync` | no lost acknowledged writes; leader reads linearizable |
-//! | `semi-sync:K`, `quorum` with `--fsync always` | no lost acknowledged writes |
-//! | anything else | nothing: the report measures what happened |
+//! With `--failover none` (the default) `node0` leads throughout and the others replicate from
+//! it; a lost leader is not replaced, so its faults show as unavailability. With `--failover
+//! auto` the nodes run their control plane (`--control-peers`) and elect a leader, and another
+//! when it dies, is paused or is cut off; the clients follow it by asking the nodes
+//! ([`crate::endpoints`]), the nemesis aims most kills, pauses and partitions at it, and the
+//! report measures the failover time of each ([`checker::failovers`]).
+//!
+//! | mode | promised across kill -9, pause, partition, delay, loss and clock skew, `--failover none` | the same, `--failover auto` |
+//! |---|---|---|
+//! | `sync` | no lost acknowledged writes; leader reads linearizable | no lost acknowledged writes; reads of the leader of the moment linearizable; one leader per epoch |
+//! | `semi-sync:K`, `quorum` with `--fsync always` | no lost acknowledged writes | no lost acknowledged writes; one leader per epoch |
+//! | anything else | nothing: the report measures what happened | one leader per epoch |
+//!
+//! Under `--failover auto` a leader read is a read sent to the node the clients took for the
+//! leader when they sent it. Clients notice a new leader only when an operation on the old one
+//! fails, so a read sent to a deposed leader before that counts as a leader read: a stale
+//! answer from it is reported, as a client following Sentinel would have received it.
 
 use crate::checker::{self, Options, Status, Verdict};
+use crate::endpoints::{self, leader_at, Endpoints, LeaderChange};
 use crate::history::{History, Outcome};
-use crate::launcher::{self, LaunchPlan, LocalCluster, Network, NodeSpec, NODES_MAX};
+use crate::launcher::{self, Failover, LaunchPlan, LocalCluster, Network, NodeSpec, NODES_MAX};
 use crate::nemesis::{self, FaultKind, NemesisConfig, NemesisLog};
 use crate::report::{self, NodeInfo, Report, RunInfo};
-use crate::workload::{self, Endpoints, ReadTarget, WorkloadConfig, CLIENTS_MAX, KEYS_MAX};
+use crate::workload::{self, ReadTarget, WorkloadConfig, CLIENTS_MAX, KEYS_MAX};
 use replikv_core::AckMode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,13 +64,27 @@ pub const CATCHUP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Windows without a success shorter than this are not reported as unavailability.
 pub const MIN_UNAVAILABILITY: Duration = Duration::from_secs(1);
+/// With automatic failover, bound on the nodes electing their first leader after the start.
+pub const FIRST_LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The cluster name the nodes use unless `--cluster-name` is among the serve flags (the
+/// server's default).
+pub const CLUSTER_NAME_DEFAULT: &str = "replikv";
+/// With automatic failover, most tries of the warm-up write (each after looking for the
+/// leader again).
+const WARM_UP_TRIES_MAX: u32 = 20;
 /// Most tries at a fresh results folder name within one second.
 const RESULTS_NAME_TRIES_MAX: u32 = 100;
 
 /// `replikv check` settings.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  \
+    # node0 leads throughout, under kill -9, pause and partition\n  \
+    replikv check --nodes 3 --mode sync --nemesis kill,pause,partition --duration 30s\n  \
+    # automatic failover: the nodes elect a new leader; the report gives failover times\n  \
+    replikv check --nodes 3 --mode sync --failover auto --duration 60s")]
 pub struct CheckArgs {
-    /// Nodes to start: node0 leads, the others replicate from it (1 to 9).
+    /// Nodes to start (1 to 9): node0 leads and the others replicate from it, or, with
+    /// `--failover auto`, the nodes elect the leader.
     #[arg(long, default_value_t = 3,
         value_parser = clap::value_parser!(u8).range(1..=i64::from(NODES_MAX)))]
     pub nodes: u8,
@@ -74,6 +101,14 @@ pub struct CheckArgs {
     /// by 0.1-5 s either way), or `none`.
     #[arg(long, default_value = "kill,pause,partition")]
     pub nemesis: String,
+    /// Who decides which node leads: `none` (node0 leads throughout; a lost leader is not
+    /// replaced) or `auto` (the nodes' control plane elects a leader and replaces a lost one;
+    /// clients follow it, the nemesis aims most kills, pauses and partitions at it, and the
+    /// report gives each failover's time and checks that no epoch had two leaders). With
+    /// --targets, `auto` says the nodes run their control plane; their cluster name is taken
+    /// from `-- --cluster-name NAME` [default name: replikv].
+    #[arg(long, value_enum, default_value = "none")]
+    pub failover: Failover,
     /// How partitions are made: `namespaces` (one network namespace per node on a bridge;
     /// needs root on Linux; cuts clients off too), `hook` (the nodes' fault-injection hook
     /// cuts replication links only) or `auto` (namespaces when they can be made).
@@ -178,6 +213,9 @@ pub enum RunError {
     /// The targets could not be used.
     #[error("{0}")]
     Targets(String),
+    /// With automatic failover, no leader was found.
+    #[error("no leader: {0}")]
+    Leader(String),
     /// The results could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -209,13 +247,33 @@ impl RunError {
 }
 
 /// The properties (checker names) `mode` promises across the faults this harness injects.
+/// Under automatic failover, every mode also promises one leader per epoch: epochs come from
+/// the control plane, which never elects two leaders in one.
 #[must_use]
-pub fn promised(mode: AckMode, fsync: &str) -> Vec<&'static str> {
-    match mode {
+pub fn promised(mode: AckMode, fsync: &str, failover: Failover) -> Vec<&'static str> {
+    let mut promised = match mode {
         AckMode::Sync => vec!["lost_writes", "linearizability"],
         AckMode::SemiSync(_) | AckMode::Quorum if fsync == "always" => vec!["lost_writes"],
         _ => Vec::new(),
+    };
+    if failover == Failover::Auto {
+        promised.push("one_leader_per_epoch");
     }
+    promised
+}
+
+/// The value of `flag` among `replikv serve` flags (`--flag value` or `--flag=value`), the
+/// last one given.
+fn serve_flag<'a>(flags: &'a [String], flag: &str) -> Option<&'a str> {
+    let mut found = None;
+    for (i, arg) in flags.iter().enumerate() {
+        if arg == flag {
+            found = flags.get(i + 1).map(String::as_str);
+        } else if let Some(value) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(value);
+        }
+    }
+    found
 }
 
 /// Arguments checked and resolved.
@@ -224,6 +282,8 @@ struct Settings {
     mode: AckMode,
     kinds: Vec<FaultKind>,
     seed: u64,
+    /// The nodes' cluster name (what `SENTINEL` is asked about).
+    cluster_name: String,
 }
 
 fn settings(args: CheckArgs) -> Result<Settings, RunError> {
@@ -257,6 +317,23 @@ fn settings(args: CheckArgs) -> Result<Settings, RunError> {
             }
         }
     }
+    if args.failover == Failover::Auto {
+        for flag in ["--replicaof", "--control-peers"] {
+            if serve_flag(&args.extra, flag).is_some() {
+                return usage(format!(
+                    "--failover auto gives every node its --control-peers and no --replicaof: \
+                     leave {flag} out of the serve flags"
+                ));
+            }
+        }
+        if serve_flag(&args.extra, "--replica-writes") == Some("forward") {
+            return usage(
+                "--failover auto measures which node acknowledged each write, which a replica \
+                 forwarding writes would hide: leave --replica-writes forward out"
+                    .to_string(),
+            );
+        }
+    }
     if let Some(rate) = args.rate_max {
         if !(rate > 0.0 && rate.is_finite()) {
             return usage(format!(
@@ -270,11 +347,15 @@ fn settings(args: CheckArgs) -> Result<Settings, RunError> {
             .unwrap_or_default();
         now.as_secs() ^ u64::from(now.subsec_nanos()).rotate_left(32)
     });
+    let cluster_name = serve_flag(&args.extra, "--cluster-name")
+        .unwrap_or(CLUSTER_NAME_DEFAULT)
+        .to_string();
     Ok(Settings {
         args,
         mode,
         kinds,
         seed,
+        cluster_name,
     })
 }
 
@@ -410,19 +491,40 @@ async fn find_leader(targets: &[String]) -> Result<(Endpoints, Vec<NodeInfo>), R
         )));
     };
     nodes.sort_by_key(|n| n.role != "leader");
-    Ok((Endpoints { leader, replicas }, nodes))
+    Ok((Endpoints::fixed(leader, replicas), nodes))
 }
 
-fn node_infos(specs: &[NodeSpec]) -> Vec<NodeInfo> {
+/// With automatic failover: waits (bounded by [`FIRST_LEADER_TIMEOUT`]) until a majority of
+/// `nodes` name one of them as the leader of `cluster_name`.
+async fn first_leader(nodes: &[String], cluster_name: &str) -> Result<String, RunError> {
+    let deadline = Instant::now() + FIRST_LEADER_TIMEOUT;
+    let found = endpoints::discover(nodes, cluster_name, deadline, u32::MAX).await;
+    match found {
+        Some(leader) if nodes.contains(&leader) => Ok(leader),
+        Some(other) => Err(RunError::Leader(format!(
+            "the nodes name {other} as the leader of {cluster_name:?}, which is none of {}",
+            nodes.join(", ")
+        ))),
+        None => Err(RunError::Leader(format!(
+            "no majority of {} named a leader of cluster {cluster_name:?} (SENTINEL \
+             get-master-addr-by-name) within {} s: do they run with --control-peers?",
+            nodes.join(", "),
+            FIRST_LEADER_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The nodes for the report; `leader` leads at the start.
+fn node_infos(specs: &[NodeSpec], leader: &str) -> Vec<NodeInfo> {
     specs
         .iter()
         .map(|s| NodeInfo {
             name: s.name.clone(),
             addr: s.addr(),
-            role: if s.upstream.is_some() {
-                "replica"
-            } else {
+            role: if s.addr() == leader {
                 "leader"
+            } else {
+                "replica"
             }
             .to_string(),
         })
@@ -435,7 +537,9 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         mode,
         kinds,
         seed,
+        cluster_name,
     } = settings;
+    let failover = args.failover;
     let started = SystemTime::now();
     let (stamp, started_at) = utc(started);
     let dir = results_dir(&args.results, &stamp, mode)?;
@@ -497,9 +601,14 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
             network: network.clone(),
             dir: dir.clone(),
             extra: args.extra.clone(),
+            failover,
+        };
+        let failover_note = match failover {
+            Failover::None => String::new(),
+            Failover::Auto => ", automatic failover".to_string(),
         };
         say(&format!(
-            "starting {} nodes on {}:{}.. (mode {mode}, fsync {}); logs in {}",
+            "starting {} nodes on {}:{}.. (mode {mode}, fsync {}{failover_note}); logs in {}",
             args.nodes,
             network.host(0),
             args.base_port,
@@ -508,17 +617,42 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         ));
         say(&format!("network: {net}"));
         let c = LocalCluster::start(plan).await?;
-        let infos = node_infos(c.specs());
-        let endpoints = Endpoints {
-            leader: infos[0].addr.clone(),
-            replicas: infos[1..].iter().map(|n| n.addr.clone()).collect(),
+        let addrs: Vec<String> = c.specs().iter().map(NodeSpec::addr).collect();
+        let endpoints = match failover {
+            Failover::None => Endpoints::fixed(addrs[0].clone(), addrs[1..].to_vec()),
+            Failover::Auto => {
+                say("waiting for the nodes to elect a leader");
+                let leader = first_leader(&addrs, &cluster_name).await?;
+                Endpoints::following(addrs, leader, cluster_name.clone())
+            }
         };
+        let infos = node_infos(c.specs(), &endpoints.leader());
         cluster = Some(c);
         (endpoints, infos)
     } else {
-        find_leader(&args.targets).await?
+        match failover {
+            Failover::None => find_leader(&args.targets).await?,
+            Failover::Auto => {
+                let leader = first_leader(&args.targets, &cluster_name).await?;
+                let infos = args
+                    .targets
+                    .iter()
+                    .map(|t| NodeInfo {
+                        name: t.clone(),
+                        addr: t.clone(),
+                        role: if *t == leader { "leader" } else { "replica" }.to_string(),
+                    })
+                    .collect();
+                let e = Endpoints::following(args.targets.clone(), leader, cluster_name.clone());
+                (e, infos)
+            }
+        }
     };
-    let leader_command = cluster.as_ref().map(|c| c.command_line(0));
+    let leader_command = cluster.as_ref().and_then(|c| {
+        let leader = endpoints.leader();
+        let i = c.specs().iter().position(|s| s.addr() == leader)?;
+        Some(c.command_line(i))
+    });
 
     // 2. Workload and nemesis.
     // Unique to this run, so that values left by another run are never read as this run's.
@@ -543,6 +677,7 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         gap: (Duration::from_millis(500), Duration::from_millis(2500)),
         length: (Duration::from_millis(1000), Duration::from_millis(4000)),
         concurrent_max: 2,
+        cluster_name: (failover == Failover::Auto).then(|| cluster_name.clone()),
     };
     say(&format!(
         "running {} clients over {} keys for {:.0} s, nemesis {}, seed {seed}",
@@ -591,7 +726,16 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
             }
         }
     }
-    say("run over; waiting for the replicas to catch up");
+    if endpoints.follows() {
+        say("run over; looking for the leader");
+        endpoints.refresh(Instant::now() + CATCHUP_TIMEOUT).await;
+        say(&format!(
+            "{} leads; waiting for the replicas to catch up",
+            endpoints.leader()
+        ));
+    } else {
+        say("run over; waiting for the replicas to catch up");
+    }
     for behind in workload::wait_caught_up(&endpoints, CATCHUP_TIMEOUT).await {
         problems.push(format!(
             "not caught up after {} s: {behind}",
@@ -630,24 +774,30 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
     say(&format!("checking {} operations", history.ops.len()));
     let checking = std::time::Instant::now();
     let history = Arc::new(history);
+    let leader_changes = endpoints.leader_changes(clock);
     let checked = {
         let h = Arc::clone(&history);
-        let (budget, reads, leader) = (args.check_budget, args.reads, endpoints.leader.clone());
+        let (budget, reads) = (args.check_budget, args.reads);
+        let leaders = leader_changes.clone();
         tokio::task::spawn_blocking(move || {
-            let verdicts = check(&h, budget, reads, &leader);
+            let mut verdicts = check(&h, budget, reads, &leaders);
+            let failovers = (failover == Failover::Auto).then(|| {
+                verdicts.push(checker::one_leader_per_epoch(&h));
+                checker::failovers(&h)
+            });
             let (_, availability) = checker::availability(&h, MIN_UNAVAILABILITY);
             let (_, staleness) = checker::stale_reads(&h);
-            (verdicts, availability, staleness)
+            (verdicts, availability, staleness, failovers)
         })
         .await
     };
-    let (verdicts, availability, staleness) =
+    let (verdicts, availability, staleness, failovers) =
         checked.map_err(|e| RunError::Checker(e.to_string()))?;
     say(&format!(
         "checked in {:.1} s",
         checking.elapsed().as_secs_f64()
     ));
-    let promised: Vec<String> = promised(mode, &args.fsync)
+    let promised: Vec<String> = promised(mode, &args.fsync, failover)
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -679,6 +829,7 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
             rate_max: args.rate_max,
             op_timeout_ms: u64::try_from(args.op_timeout.as_millis()).unwrap_or(u64::MAX),
             seed,
+            failover: failover.name().to_string(),
             leader_command,
             results_dir: dir.display().to_string(),
         },
@@ -691,6 +842,12 @@ async fn run(settings: Settings, exe: PathBuf) -> Result<u8, RunError> {
         verdicts,
         availability,
         staleness,
+        failover: failovers,
+        leader_changes: if failover == Failover::Auto {
+            leader_changes
+        } else {
+            Vec::new()
+        },
         promised,
         broken,
         problems,
@@ -757,11 +914,18 @@ fn network(choice: NetChoice, rng: &mut crate::rng::Rng) -> Result<(Network, Str
 
 /// Every checker's verdict on `h`. Linearizability is judged on the leader's reads only (with
 /// every write): a replica may serve older data in every mode, which the stale-read and session
-/// checkers measure instead. When reads went elsewhere too, the other checkers see the whole
-/// history and linearizability a copy in which the replica reads are marked failed (a failed
-/// operation constrains nothing), so that operation ids stay those of the whole history.
+/// checkers measure instead. A leader read is one sent to the node the clients took for the
+/// leader when it was sent, by `leaders` (every leader the clients followed, from when they
+/// found it). When reads went elsewhere too, the other checkers see the whole history and
+/// linearizability a copy in which the replica reads are marked failed (a failed operation
+/// constrains nothing), so that operation ids stay those of the whole history.
 #[must_use]
-pub fn check(h: &History, budget: Duration, reads: ReadTarget, leader: &str) -> Vec<Verdict> {
+pub fn check(
+    h: &History,
+    budget: Duration,
+    reads: ReadTarget,
+    leaders: &[LeaderChange],
+) -> Vec<Verdict> {
     let mut options = Options {
         linearizability_budget: budget,
         min_unavailability: MIN_UNAVAILABILITY,
@@ -777,7 +941,8 @@ pub fn check(h: &History, budget: Duration, reads: ReadTarget, leader: &str) -> 
     let mut leader_only = h.clone();
     let mut left_out = 0u64;
     for op in &mut leader_only.ops {
-        if !op.call.is_write() && op.node != leader && op.may_have_happened() {
+        let to_leader = leader_at(leaders, op.start_us) == Some(op.node.as_str());
+        if !op.call.is_write() && !to_leader && op.may_have_happened() {
             op.outcome = Outcome::Fail {
                 error: "left out: a replica read".to_string(),
             };
@@ -799,18 +964,34 @@ pub fn check(h: &History, budget: Duration, reads: ReadTarget, leader: &str) -> 
 /// Makes the cluster ready for measurement before the clock starts: one write on the leader
 /// (outside the workload's keys), then a bounded wait until the replicas have applied it, so
 /// that the first operations do not pay for log files being created or links being set up.
+/// With automatic failover, a refused write is tried again (at most [`WARM_UP_TRIES_MAX`]
+/// times) on the leader found anew, as a newly elected leader may not take writes at once.
 async fn warm_up(endpoints: &Endpoints, key_prefix: &str, problems: &mut Vec<String>) {
     let bound = Duration::from_secs(10);
+    let deadline = Instant::now() + bound;
     let key = format!("{key_prefix}warmup");
-    let wrote = async {
-        let mut conn = crate::resp::RespConn::connect(&endpoints.leader, bound)
-            .await
-            .ok()?;
-        conn.call(&[b"SET", key.as_bytes(), b"1"]).await.ok()
+    let tries = if endpoints.follows() {
+        WARM_UP_TRIES_MAX
+    } else {
+        1
     };
-    match tokio::time::timeout(bound, wrote).await {
-        Ok(Some(crate::resp::Reply::Simple(_))) => {}
-        other => problems.push(format!("warm-up write on the leader: {other:?}")),
+    for attempt in 1..=tries {
+        let leader = endpoints.leader();
+        let wrote = async {
+            let mut conn = crate::resp::RespConn::connect(&leader, bound).await.ok()?;
+            conn.call(&[b"SET", key.as_bytes(), b"1"]).await.ok()
+        };
+        match tokio::time::timeout_at(deadline, wrote).await {
+            Ok(Some(crate::resp::Reply::Simple(_))) => break,
+            other if attempt == tries || Instant::now() >= deadline => {
+                problems.push(format!("warm-up write on the leader {leader}: {other:?}"));
+                break;
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                endpoints.refresh(deadline).await;
+            }
+        }
     }
     for behind in workload::wait_caught_up(endpoints, bound).await {
         problems.push(format!("warm-up: {behind}"));
@@ -842,14 +1023,80 @@ mod tests {
 
     #[test]
     fn only_sync_promises_linearizability_and_async_promises_nothing() {
+        let none = Failover::None;
         assert_eq!(
-            promised(AckMode::Sync, "interval"),
+            promised(AckMode::Sync, "interval", none),
             ["lost_writes", "linearizability"]
         );
-        assert_eq!(promised(AckMode::Quorum, "always"), ["lost_writes"]);
-        assert_eq!(promised(AckMode::SemiSync(1), "always"), ["lost_writes"]);
-        assert!(promised(AckMode::SemiSync(1), "interval").is_empty());
-        assert!(promised(AckMode::Async, "always").is_empty());
+        assert_eq!(promised(AckMode::Quorum, "always", none), ["lost_writes"]);
+        assert_eq!(
+            promised(AckMode::SemiSync(1), "always", none),
+            ["lost_writes"]
+        );
+        assert!(promised(AckMode::SemiSync(1), "interval", none).is_empty());
+        assert!(promised(AckMode::Async, "always", none).is_empty());
+    }
+
+    #[test]
+    fn under_automatic_failover_every_mode_promises_one_leader_per_epoch() {
+        let auto = Failover::Auto;
+        assert_eq!(
+            promised(AckMode::Sync, "always", auto),
+            ["lost_writes", "linearizability", "one_leader_per_epoch"]
+        );
+        assert_eq!(
+            promised(AckMode::Quorum, "always", auto),
+            ["lost_writes", "one_leader_per_epoch"]
+        );
+        assert_eq!(
+            promised(AckMode::Async, "interval", auto),
+            ["one_leader_per_epoch"]
+        );
+    }
+
+    #[test]
+    fn serve_flags_are_found_in_both_spellings_the_last_one_winning() {
+        let flags: Vec<String> = ["--cluster-name", "a", "--fsync=always", "--cluster-name=b"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        assert_eq!(serve_flag(&flags, "--cluster-name"), Some("b"));
+        assert_eq!(serve_flag(&flags, "--fsync"), Some("always"));
+        assert_eq!(serve_flag(&flags, "--cluster"), None);
+        assert_eq!(serve_flag(&flags[..1], "--cluster-name"), None);
+    }
+
+    #[test]
+    fn automatic_failover_refuses_serve_flags_that_would_undo_or_hide_it() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CheckArgs,
+        }
+        let parse = |argv: &[&str]| {
+            let argv = std::iter::once("check").chain(argv.iter().copied());
+            settings(Cli::try_parse_from(argv).unwrap().args)
+        };
+        let auto = ["--failover", "auto", "--"];
+        let with = |extra: &[&'static str]| [&auto[..], extra].concat();
+        let s = parse(&with(&["--cluster-name", "blue"])).unwrap();
+        assert_eq!(s.cluster_name, "blue");
+        assert_eq!(s.args.failover, Failover::Auto);
+        assert_eq!(parse(&[]).unwrap().cluster_name, CLUSTER_NAME_DEFAULT);
+        assert_eq!(parse(&[]).unwrap().args.failover, Failover::None);
+        for bad in [
+            &["--replicaof", "127.0.0.1:7300"][..],
+            &["--control-peers=node0=127.0.0.1:7300"],
+            &["--replica-writes", "forward"],
+        ] {
+            let e = parse(&with(bad)).err().unwrap();
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+        }
+        assert!(
+            parse(&["--", "--replica-writes", "forward"]).is_ok(),
+            "a fixed leader keeps taking any serve flag"
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!   `DEL`; counters get `GET` and `INCRBY`. Every value written is `<client>-<sequence>`,
 //!   never written twice, so every read names the write it saw.
 //! - Writes go to the leader; reads go where `--reads` says.
+//! - With automatic failover the leader is the one [`Endpoints`] last found. An operation on
+//!   it that fails or ends indeterminate for any reason but a mistake in the command
+//!   ([`leader_may_have_moved`]) is recorded as usual, and then the client asks who leads
+//!   ([`Endpoints::rediscover`]) before its next operation. The operation itself is never
+//!   retried: a write whose outcome is unknown stays one indeterminate operation.
 //! - Each operation is followed, in the same pipeline, by `REPLIKV TOKEN`, whose reply is the
 //!   position the operation's reply reflected ([`Op::token`]).
 //! - Each operation is bounded by the operation timeout. A connection that cannot be opened
@@ -16,6 +21,7 @@
 //!   never ends as far as the history knows; a new id keeps each client's operations
 //!   sequential).
 
+use crate::endpoints::Endpoints;
 use crate::history::{Call, Op, Outcome, Value};
 use crate::resp::{Reply, RespConn, RespError};
 use crate::rng::Rng;
@@ -72,25 +78,6 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Prefix of every key of this run.
     pub key_prefix: String,
-}
-
-/// The nodes to talk to, by client address.
-#[derive(Clone, Debug)]
-pub struct Endpoints {
-    /// The leader: every write goes here.
-    pub leader: String,
-    /// The replicas.
-    pub replicas: Vec<String>,
-}
-
-impl Endpoints {
-    /// Every node, the leader first.
-    #[must_use]
-    pub fn all(&self) -> Vec<String> {
-        std::iter::once(self.leader.clone())
-            .chain(self.replicas.iter().cloned())
-            .collect()
-    }
 }
 
 /// The name of key `index` under `prefix`.
@@ -205,7 +192,7 @@ impl Worker {
             if let Some(p) = period {
                 next_start = (next_start + p).max(Instant::now());
             }
-            self.step().await;
+            self.step(until).await;
         }
         self.ops
     }
@@ -214,21 +201,26 @@ impl Worker {
         u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Chooses, runs and records one operation.
-    async fn step(&mut self) {
+    /// Chooses, runs and records one operation; with automatic failover, looks for the leader
+    /// again (bounded by `until`) when an operation on it failed in a way that says it may
+    /// have moved.
+    async fn step(&mut self, until: Instant) {
         let index = u32::try_from(self.rng.below(u64::from(self.cfg.keys))).unwrap_or(0);
         let key = key_name(&self.cfg.key_prefix, index);
         let call = self.choose_call(index);
+        let leader = self.endpoints.leader();
         let node = if call.is_write() {
-            self.endpoints.leader.clone()
+            leader.clone()
         } else {
-            self.choose_reader()
+            self.choose_reader(&leader)
         };
         let start_us = self.now_us();
         let deadline = Instant::now() + self.cfg.op_timeout;
         let (outcome, token) = self.execute(&node, &key, &call, deadline).await;
         let end_us = self.now_us();
         let indeterminate = matches!(outcome, Outcome::Indeterminate { .. });
+        let look_again =
+            node == leader && self.endpoints.follows() && leader_may_have_moved(&outcome);
         self.ops.push(Op {
             client: self.client,
             node: node.clone(),
@@ -244,6 +236,10 @@ impl Worker {
             // this client continues as a new one (module docs).
             self.conns.remove(&node);
             self.client = self.next_client.fetch_add(1, Ordering::Relaxed);
+        }
+        if look_again && self.endpoints.rediscover(Instant::now(), until).await {
+            // The new leader has not refused this client yet.
+            self.backoff = Duration::ZERO;
         }
     }
 
@@ -273,12 +269,19 @@ impl Worker {
         }
     }
 
-    fn choose_reader(&mut self) -> String {
+    /// Where a read goes, `leader` leading.
+    fn choose_reader(&mut self, leader: &str) -> String {
         let e = &self.endpoints;
         match self.cfg.reads {
-            ReadTarget::Leader => e.leader.clone(),
-            ReadTarget::Replicas if e.replicas.is_empty() => e.leader.clone(),
-            ReadTarget::Replicas => e.replicas[self.rng.index(e.replicas.len())].clone(),
+            ReadTarget::Leader => leader.to_string(),
+            ReadTarget::Replicas => {
+                let replicas: Vec<String> = e.all().into_iter().filter(|n| n != leader).collect();
+                if replicas.is_empty() {
+                    leader.to_string()
+                } else {
+                    replicas[self.rng.index(replicas.len())].clone()
+                }
+            }
             ReadTarget::Any => {
                 let all = e.all();
                 all[self.rng.index(all.len())].clone()
@@ -406,11 +409,13 @@ fn command(key: &str, call: &Call) -> Vec<Vec<u8>> {
     }
 }
 
-/// Error replies that say the operation certainly did nothing.
+/// Error replies that say the operation certainly did nothing. Only one `TRYAGAIN` is here: a
+/// leader whose lease ran out while it held a write fails it with `TRYAGAIN the write at ...
+/// was applied here`, and that write may survive the failover.
 const FAIL_PREFIXES: [&str; 12] = [
     "NOREPLICAS Not enough good replicas",
     "READONLY",
-    "TRYAGAIN",
+    "TRYAGAIN this node holds no leader lease",
     "STALE",
     "STANDBY",
     "WRONGTYPE",
@@ -436,6 +441,29 @@ pub fn outcome_of_error(call: &Call, text: &str) -> Outcome {
     } else {
         Outcome::Indeterminate {
             error: text.to_string(),
+        }
+    }
+}
+
+/// Error replies that say the command itself was wrong, not where the leader is.
+const COMMAND_ERROR_PREFIXES: [&str; 6] = [
+    "WRONGTYPE",
+    "NOAUTH",
+    "ERR value is not an integer",
+    "ERR syntax error",
+    "ERR unknown command",
+    "ERR wrong number of arguments",
+];
+
+/// Whether an operation sent to the leader that ended with `outcome` is a reason to ask who
+/// leads: any failure or indeterminate end (a refused or lost connection, a timeout,
+/// `-READONLY`, `-TRYAGAIN`, `-NOREPLICAS` and the like) but an error about the command.
+#[must_use]
+pub fn leader_may_have_moved(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Ok { .. } => false,
+        Outcome::Fail { error } | Outcome::Indeterminate { error } => {
+            !COMMAND_ERROR_PREFIXES.iter().any(|p| error.starts_with(p))
         }
     }
 }
@@ -513,24 +541,36 @@ pub async fn position(node: &str, bound: Duration) -> Option<((u64, u64), bool)>
 
 /// Waits until every replica has applied the leader's position, polling every 100 ms, at most
 /// `bound` in all. Returns the replicas that did not catch up, with their last known position.
+/// With automatic failover, the leader is looked for again whenever the one known does not
+/// answer as the leader.
 pub async fn wait_caught_up(endpoints: &Endpoints, bound: Duration) -> Vec<String> {
     let deadline = Instant::now() + bound;
     let probe = Duration::from_secs(1);
     let mut behind = Vec::new();
     loop {
         behind.clear();
-        let Some((target, _)) = position(&endpoints.leader, probe).await else {
-            behind.push(format!(
-                "{} (leader) did not answer REPLIKV POSITION",
-                endpoints.leader
-            ));
+        let leader = endpoints.leader();
+        let target = match position(&leader, probe).await {
+            Some((target, true)) => Some(target),
+            Some((target, false)) if !endpoints.follows() => Some(target),
+            Some((_, false)) => {
+                behind.push(format!("{leader} (leader) no longer leads"));
+                None
+            }
+            None => {
+                behind.push(format!("{leader} (leader) did not answer REPLIKV POSITION"));
+                None
+            }
+        };
+        let Some(target) = target else {
             if Instant::now() >= deadline {
                 return behind;
             }
+            endpoints.refresh(deadline).await;
             sleep(Duration::from_millis(100)).await;
             continue;
         };
-        for replica in &endpoints.replicas {
+        for replica in &endpoints.replicas() {
             match position(replica, probe).await {
                 Some((at, _)) if at >= target => {}
                 Some((at, _)) => behind.push(format!(
@@ -646,5 +686,51 @@ mod tests {
         )));
         // An unexpected reply to a write may hide an applied write.
         assert!(!fail(outcome_of(&write(), Reply::Integer(1))));
+    }
+
+    #[test]
+    fn a_write_held_past_the_leaders_lease_may_have_happened() {
+        let fail = |o: Outcome| matches!(o, Outcome::Fail { .. });
+        // Refused before anything was applied: certain.
+        assert!(fail(outcome_of_error(
+            &write(),
+            replikv_core::replication::machine::NO_LEASE
+        )));
+        assert!(fail(outcome_of_error(
+            &write(),
+            replikv_core::replication::NOREPLICAS
+        )));
+        // Applied on the old leader, which may or may not have shipped it: unknown.
+        assert!(!fail(outcome_of_error(
+            &write(),
+            "TRYAGAIN the write at 2:5075 was applied here, but this leader's lease ran out \
+             before it was acknowledged; it may or may not survive a failover"
+        )));
+        assert!(!fail(outcome_of_error(&write(), "TRYAGAIN something new")));
+    }
+
+    #[test]
+    fn failures_on_the_leader_send_clients_looking_unless_the_command_was_wrong() {
+        let fail = |e: &str| Outcome::Fail { error: e.into() };
+        let unknown = |e: &str| Outcome::Indeterminate { error: e.into() };
+        for moved in [
+            fail("READONLY You can't write against a read only replica."),
+            fail("TRYAGAIN no lease"),
+            fail("NOREPLICAS Not enough good replicas to write."),
+            unknown("NOREPLICAS the write at 4:9 was applied ..."),
+            fail("cannot connect: Connection refused (os error 111)"),
+            unknown("connection lost: early eof"),
+            unknown("no reply within 2000 ms"),
+            fail("ERR server is shutting down"),
+        ] {
+            assert!(leader_may_have_moved(&moved), "{moved:?}");
+        }
+        for wrong in [
+            Outcome::Ok { value: None },
+            fail("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            fail("ERR value is not an integer or out of range"),
+        ] {
+            assert!(!leader_may_have_moved(&wrong), "{wrong:?}");
+        }
     }
 }

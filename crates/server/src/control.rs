@@ -188,9 +188,22 @@ impl ControlTask {
 
     fn local(&self) -> Local {
         let p = self.shared.repl.positions();
+        let in_sync = if p.leader {
+            self.shared
+                .repl
+                .status()
+                .replicas
+                .into_iter()
+                .filter(|r| r.via.is_none() && r.in_sync)
+                .map(|r| r.id)
+                .collect()
+        } else {
+            std::collections::BTreeSet::new()
+        };
         Local {
             durable: p.durable_pos,
             epoch: p.epoch,
+            in_sync,
         }
     }
 

@@ -1187,6 +1187,7 @@ impl Node {
     /// the history), follow the node it says to otherwise.
     fn on_map(&mut self, map: &ClusterMap) {
         let me = self.repl.node_id.clone();
+        self.machine.pin_in_sync(map.in_sync.clone());
         let Some(leader) = map.leader.clone() else {
             return;
         };

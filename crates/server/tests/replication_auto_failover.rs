@@ -113,10 +113,21 @@ fn node_by_port(nodes: &mut [Server], port: u16) -> &mut Server {
 }
 
 #[test]
-fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost_under_quorum() {
+    killed_leader_is_replaced("quorum");
+}
+
+/// Under `sync` the election takes only from the map's in-sync set, which the leader keeps
+/// current through the control plane.
+#[test]
+fn a_killed_leader_is_replaced_and_no_acknowledged_write_is_lost_under_sync() {
+    killed_leader_is_replaced("sync");
+}
+
+fn killed_leader_is_replaced(mode: &str) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
-    let mut nodes = Server::start_controlled(&paths, &["--ack", "quorum", "--cluster-size", "3"]);
+    let mut nodes = Server::start_controlled(&paths, &["--ack", mode, "--cluster-size", "3"]);
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let first = wait_leader(&ports, None, Duration::from_secs(20));
 

@@ -10,8 +10,11 @@
 //! | [`monotonic_reads`] | reads that go back to an older state than the client's earlier reads |
 //! | [`stale_reads`] | reads older than a write acknowledged before them, measured in LSN and ms |
 //! | [`availability`] | the fraction of operations that succeeded, and every window in which none did |
+//! | [`failovers`] | with automatic failover: for each fault on the leader, the time until another node acknowledged a write |
+//! | [`one_leader_per_epoch`] | epochs in which more than one node acknowledged writes |
 //!
-//! [`check_all`] runs them all with [`Options`].
+//! [`check_all`] runs them all with [`Options`] but the two failover ones, which only mean
+//! something when the leader can change.
 //!
 //! # What the history means
 //!
@@ -74,6 +77,11 @@
 //! - **Availability**: the fraction of operations acknowledged; a window runs from the last
 //!   success (or the first attempt after it) to the next success while operations were being
 //!   attempted.
+//! - **Failover time**: for a kill, pause or partition of the node that led when it started,
+//!   from its start to the first write another node acknowledged; none if the fault was undone
+//!   first.
+//! - **One leader per epoch**: every acknowledged write that appended an entry, grouped by its
+//!   token's epoch, came from one node.
 //!
 //! # Examples
 //!
@@ -103,9 +111,11 @@
 //! ```
 
 mod availability;
+mod failover;
 mod linearizability;
 mod lost_writes;
 mod monotonic_reads;
+mod one_leader_per_epoch;
 mod options;
 mod read_your_writes;
 mod register;
@@ -117,11 +127,15 @@ mod versions;
 #[cfg(test)]
 mod availability_test;
 #[cfg(test)]
+mod failover_test;
+#[cfg(test)]
 mod linearizability_prop_test;
 #[cfg(test)]
 mod linearizability_test;
 #[cfg(test)]
 mod lost_writes_test;
+#[cfg(test)]
+mod one_leader_per_epoch_test;
 #[cfg(test)]
 mod options_test;
 #[cfg(test)]
@@ -132,9 +146,11 @@ mod stale_reads_test;
 mod testkit;
 
 pub use availability::{availability, Availability, Window};
+pub use failover::{failovers, Failovers, LeaderFault, LEADER_FAULT_KINDS};
 pub use linearizability::{linearizability, MEMO_BYTES_MAX};
 pub use lost_writes::lost_writes;
 pub use monotonic_reads::monotonic_reads;
+pub use one_leader_per_epoch::one_leader_per_epoch;
 pub use options::{check_all, Options};
 pub use read_your_writes::read_your_writes;
 pub use stale_reads::{stale_reads, Staleness};

@@ -1,6 +1,6 @@
 //! Hand-written histories for the checkers' tests. Times are in milliseconds.
 
-use crate::history::{Call, History, Op, OpId, Outcome};
+use crate::history::{Call, FaultEvent, History, Op, OpId, Outcome};
 
 /// Builds a history one operation at a time; ids are the order of the calls.
 #[derive(Debug, Default)]
@@ -79,6 +79,21 @@ impl Builder {
     /// Gives an operation a consistency token.
     pub(crate) fn token(&mut self, id: OpId, epoch: u64, lsn: u64) {
         self.h.ops[id].token = Some(format!("{epoch}:{lsn}"));
+    }
+
+    /// Says which node an operation was sent to (every operation goes to `n1` otherwise).
+    pub(crate) fn on(&mut self, id: OpId, node: &str) {
+        self.h.ops[id].node = node.to_owned();
+    }
+
+    /// Records a fault event at `at_ms`; `leader` says the node led when a fault started.
+    pub(crate) fn fault(&mut self, at_ms: u64, kind: &str, node: &str, leader: bool) {
+        self.h.faults.push(FaultEvent {
+            at_us: at_ms * 1000,
+            kind: kind.to_owned(),
+            nodes: vec![node.to_owned()],
+            leader,
+        });
     }
 
     /// Records `node`'s final state.

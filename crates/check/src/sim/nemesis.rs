@@ -32,6 +32,7 @@ impl World {
             at_us: self.now_ms * 1000,
             kind: kind.to_string(),
             nodes,
+            leader: false,
         });
     }
 

@@ -30,7 +30,7 @@ use super::map::{ClusterMap, MapCommand};
 use crate::position::{Epoch, LogPosition};
 use crate::replication::AckMode;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Timings and rules of the control plane.
 #[derive(Clone, Debug)]
@@ -77,6 +77,13 @@ pub enum ControlMsg {
         /// The election round.
         round: u64,
     },
+    /// The data leader of `epoch` asks for its in-sync set to become `replicas`.
+    SetInSync {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The replicas it counts in sync.
+        replicas: BTreeSet<String>,
+    },
     /// The answer to a `Query`.
     Report {
         /// The election round.
@@ -120,12 +127,15 @@ pub enum Action {
 }
 
 /// What this node can say of its own log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Local {
     /// Its last durable log position.
     pub durable: LogPosition,
     /// The highest epoch it has seen.
     pub epoch: Epoch,
+    /// On a leader: the replicas it counts in sync (it asks the controller to make the map's
+    /// set this).
+    pub in_sync: BTreeSet<String>,
 }
 
 /// An election in progress.
@@ -165,6 +175,8 @@ pub struct Controller {
     asked: BTreeMap<u64, u64>,
     next_seq: u64,
     last_ask_ms: Option<u64>,
+    /// When the leader last asked for its in-sync set.
+    last_isr_ask_ms: Option<u64>,
     /// The controller's node id, as the consensus member knows it.
     controller_hint: Option<String>,
     /// When the last election failed to choose anyone (the next waits `report_wait_ms`).
@@ -194,6 +206,7 @@ impl Controller {
             asked: BTreeMap::new(),
             next_seq: 1,
             last_ask_ms: None,
+            last_isr_ask_ms: None,
             controller_hint: None,
             failed_ms: None,
         }
@@ -280,6 +293,12 @@ impl Controller {
                     epoch: local.epoch,
                 },
             }),
+            ControlMsg::SetInSync { epoch, replicas } => {
+                let current = map.leader.as_deref() == Some(from) && map.epoch == epoch;
+                if self.active_since.is_some() && current && !self.electing() {
+                    out.push(Action::Propose(MapCommand::SetInSync { epoch, replicas }));
+                }
+            }
             ControlMsg::Report {
                 round,
                 durable,
@@ -345,6 +364,27 @@ impl Controller {
         let Some(controller) = self.controller_hint.clone() else {
             return;
         };
+        // The in-sync set as this leader counts it, for the map (members only: the map knows
+        // no other node).
+        let wanted: BTreeSet<String> = local
+            .in_sync
+            .iter()
+            .filter(|id| map.members.contains_key(*id) && **id != self.id)
+            .cloned()
+            .collect();
+        let isr_due = self
+            .last_isr_ask_ms
+            .is_none_or(|t| now_ms >= t + self.config.renew_ms);
+        if wanted != map.in_sync && isr_due {
+            self.last_isr_ask_ms = Some(now_ms);
+            out.push(Action::Send {
+                to: controller.clone(),
+                msg: ControlMsg::SetInSync {
+                    epoch: map.epoch,
+                    replicas: wanted,
+                },
+            });
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.asked.insert(seq, now_ms);

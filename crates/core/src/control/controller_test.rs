@@ -6,6 +6,7 @@ use super::controller::{Action, ControlMsg, Controller, ControllerConfig, Local}
 use super::map::{ClusterMap, MapCommand};
 use crate::position::{Epoch, LogPosition, Lsn};
 use crate::replication::AckMode;
+use std::collections::BTreeSet;
 
 const LEASE: u64 = 400;
 const MARGIN: u64 = 100;
@@ -37,6 +38,7 @@ fn local(epoch: u64, lsn: u64) -> Local {
     Local {
         durable: pos(epoch, lsn),
         epoch: Epoch(epoch),
+        in_sync: BTreeSet::new(),
     }
 }
 
@@ -265,4 +267,54 @@ fn of_equally_up_to_date_replicas_one_other_than_the_controller_is_elected() {
             epoch: Epoch(3)
         }]
     );
+}
+
+#[test]
+fn the_leader_asks_for_its_in_sync_set_and_only_the_current_leader_is_heard() {
+    let mut map = map_led_by("b", 2);
+    let mut leader = Controller::new("b", config(AckMode::Sync));
+    let mut ctl = Controller::new("a", config(AckMode::Sync));
+    ctl.became_controller(0);
+    leader.set_controller(Some("a".into()));
+    let mut mine = local(2, 5);
+    mine.in_sync = ["a".to_string(), "c".to_string(), "stranger".to_string()].into();
+    let sent = leader.on_tick(&map, mine.clone(), 100);
+    let ask = sent
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                msg: m @ ControlMsg::SetInSync { .. },
+                ..
+            } => Some(m.clone()),
+            _ => None,
+        })
+        .expect("asked for its set");
+    let wanted: BTreeSet<String> = ["a".to_string(), "c".to_string()].into();
+    assert_eq!(
+        ask,
+        ControlMsg::SetInSync {
+            epoch: Epoch(2),
+            replicas: wanted.clone()
+        },
+        "members only"
+    );
+    let proposed = proposals(&ctl.on_message("b", ask.clone(), &map, local(2, 5), 110));
+    assert_eq!(
+        proposed,
+        vec![MapCommand::SetInSync {
+            epoch: Epoch(2),
+            replicas: wanted.clone()
+        }]
+    );
+    assert!(ctl.on_message("c", ask, &map, local(2, 5), 110).is_empty());
+    map.apply(&proposed[0]).unwrap();
+    // Once the map agrees, the leader stops asking.
+    let sent = leader.on_tick(&map, mine, 300);
+    assert!(!sent.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            msg: ControlMsg::SetInSync { .. },
+            ..
+        }
+    )));
 }

@@ -725,6 +725,13 @@ impl<T> Machine<T> {
         self.start_parked(now, log);
     }
 
+    /// The control plane's map lists `set` as the in-sync replicas: `sync` waits for each of
+    /// them as well as for those this node counts in sync (see [`Replicas::pin_in_sync`]).
+    pub fn pin_in_sync(&mut self, set: std::collections::BTreeSet<String>) {
+        self.replicas.pin_in_sync(Some(set));
+        self.release();
+    }
+
     /// Whether this node may act as the leader now: it needs no lease, or holds one.
     #[must_use]
     pub fn lease_ok(&self) -> bool {

@@ -65,6 +65,8 @@ pub struct Replicas {
     /// The highest LSN committed under `sync`: a replica rejoins the in-sync set only once it
     /// has it, so the set never holds a replica that lacks a write acknowledged under `sync`.
     sync_floor: Lsn,
+    /// The control plane's in-sync set, when there is one.
+    pinned: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Replicas {
@@ -79,6 +81,7 @@ impl Replicas {
             lag_max_ms,
             cluster_size,
             sync_floor: Lsn::ZERO,
+            pinned: None,
         }
     }
 
@@ -291,6 +294,32 @@ impl Replicas {
         self.replicas.values().filter(|r| r.in_sync).count() as u32
     }
 
+    /// Pins the in-sync set the control plane's map holds (`None`: no control plane). From then
+    /// on `sync` waits for every replica of the map's set *and* every replica this node counts
+    /// in sync: a replica dropped here still counts until the map drops it, and one that joined
+    /// here counts at once, before the map lists it (Kafka's rule for a pending change), so
+    /// whatever the map's set is while a change is pending, each of its members holds every
+    /// write acknowledged under `sync`.
+    pub fn pin_in_sync(&mut self, set: Option<std::collections::BTreeSet<String>>) {
+        self.pinned = set;
+    }
+
+    /// The replicas `sync` waits for: see [`Replicas::pin_in_sync`].
+    fn sync_set(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .replicas
+            .values()
+            .filter(|r| r.in_sync)
+            .map(|r| r.id.as_str())
+            .collect();
+        if let Some(pinned) = &self.pinned {
+            ids.extend(pinned.iter().map(String::as_str));
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        ids
+    }
+
     /// The cluster size `quorum` counts against: the configured one, or the leader plus every
     /// known follower.
     #[must_use]
@@ -305,7 +334,11 @@ impl Replicas {
     /// Whether a write in `mode` may start: enough followers are in sync.
     #[must_use]
     pub fn can_start(&self, mode: AckMode) -> bool {
-        self.in_sync_count() >= mode.replicas_needed(self.cluster_size())
+        let in_sync = match mode {
+            AckMode::Sync => self.sync_set().len() as u32,
+            _ => self.in_sync_count(),
+        };
+        in_sync >= mode.replicas_needed(self.cluster_size())
     }
 
     /// Followers whose durable LSN is at least `lsn` (`WAIT`).
@@ -338,10 +371,9 @@ impl Replicas {
             AckMode::SemiSync(k) => kth(k),
             AckMode::Quorum => kth(self.cluster_size() / 2),
             AckMode::Sync => self
-                .replicas
-                .values()
-                .filter(|r| r.in_sync)
-                .map(|r| r.durable)
+                .sync_set()
+                .iter()
+                .map(|id| self.replicas.get(*id).map_or(Lsn::ZERO, |r| r.durable))
                 .min()
                 .unwrap_or(Lsn::ZERO),
         };

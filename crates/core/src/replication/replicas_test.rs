@@ -698,3 +698,41 @@ fn a_replica_lacking_a_sync_committed_write_does_not_rejoin_the_in_sync_set() {
     r.evaluate(1700);
     assert!(r.get("b").unwrap().in_sync);
 }
+
+/// With the control plane's set pinned, `sync` waits for the union of the map's set and the
+/// replicas in sync here: one dropped here still counts until the map drops it, one that
+/// joined here counts before the map lists it.
+#[test]
+fn sync_waits_for_the_maps_set_and_the_local_one_together() {
+    let mut r = upstream(&["a", "b"]);
+    r.on_append(lsn(1), 0);
+    ack(&mut r, "a", 1, 1);
+    ack(&mut r, "b", 1, 1);
+    assert_eq!(r.evaluate(2), vec![joined("a"), joined("b")]);
+    r.pin_in_sync(Some(["a".to_string()].into()));
+    r.on_append(lsn(5), 10);
+    ack(&mut r, "a", 5, 11);
+    // "b" joined here and is not listed yet: sync still waits for it.
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(5)), lsn(1));
+    ack(&mut r, "b", 5, 12);
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(5)), lsn(5));
+    // "b" falls behind and leaves the local set; the map still lists both.
+    r.pin_in_sync(Some(["a".to_string(), "b".to_string()].into()));
+    r.on_append(lsn(9), 20);
+    ack(&mut r, "a", 9, 21);
+    assert_eq!(
+        r.evaluate(20 + LAG_MAX_MS + 1),
+        vec![left("b", LAG_MAX_MS + 1)]
+    );
+    assert_eq!(
+        r.commit_lsn(AckMode::Sync, lsn(9)),
+        lsn(5),
+        "dropped here, listed there"
+    );
+    r.pin_in_sync(Some(["a".to_string()].into()));
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(9)), lsn(9));
+    // A listed replica this node never heard of holds nothing.
+    r.pin_in_sync(Some(["a".to_string(), "z".to_string()].into()));
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(9)), Lsn::ZERO);
+    assert!(r.can_start(AckMode::Sync));
+}
