@@ -204,6 +204,8 @@ pub struct Machine<T> {
     lease_until_ms: u64,
     /// The latest monotonic time any call brought.
     clock_ms: u64,
+    /// Elected, and the no-op of the new epoch is still to be written (at the first lease).
+    noop_pending: bool,
     /// Where each epoch's entries start, from the last one at or before `durable` on (the
     /// entries before this machine started are all durable): for [`Machine::durable_position`].
     epoch_starts: VecDeque<LogPosition>,
@@ -240,6 +242,7 @@ impl<T> Machine<T> {
             lease_required: false,
             lease_until_ms: 0,
             clock_ms: 0,
+            noop_pending: false,
             epoch_starts: VecDeque::from([last]),
             config,
             stats: MachineStats::default(),
@@ -361,8 +364,10 @@ impl<T> Machine<T> {
         // after the timeout rather than run with less than the mode promises. Every batch,
         // reads too, waits behind the batches already parked: a connection's read must not
         // overtake its own earlier write.
-        let must_wait =
-            writes && (self.paused || !self.lease_ok() || !self.replicas.can_start(mode));
+        // A new leader runs nothing, reads included, before its own epoch's no-op: a read of
+        // older entries must not be released by counting replicas (Raft's rule).
+        let must_wait = self.noop_pending
+            || (writes && (self.paused || !self.lease_ok() || !self.replicas.can_start(mode)));
         if self.leader && (!self.parked.is_empty() || must_wait) {
             self.parked.push_back(Parked {
                 cmds,
@@ -649,7 +654,7 @@ impl<T> Machine<T> {
                 break;
             }
             let may_write = !self.paused && self.lease_ok() && self.replicas.can_start(front.mode);
-            if !front.writes || may_write {
+            if !self.noop_pending && (!front.writes || may_write) {
                 if let Some(p) = self.parked.pop_front() {
                     self.run_batch(&p.cmds, p.mode, now, p.done, log);
                 }
@@ -721,6 +726,10 @@ impl<T> Machine<T> {
         let now = now.into();
         self.note_time(now.mono_ms);
         self.lease_until_ms = self.lease_until_ms.max(until_ms);
+        if self.leader && self.noop_pending && self.lease_ok() {
+            self.noop_pending = false;
+            self.append(&Command::Noop, log);
+        }
         self.release();
         self.start_parked(now, log);
     }
@@ -842,6 +851,7 @@ impl<T> Machine<T> {
         }
         self.leader = false;
         self.paused = false;
+        self.noop_pending = false;
         self.committed.clear();
     }
 
@@ -860,9 +870,17 @@ impl<T> Machine<T> {
     /// entry, so nothing of an older epoch counts as committed until an entry of this one does
     /// (Raft's rule: otherwise an older entry that reached enough replicas could still be
     /// replaced by a later election, after a reader saw it).
+    ///
+    /// Under a lease the no-op waits for the first grant: a node that takes a stale map for
+    /// current (just restarted, say) gets no lease, and so writes nothing its real leader's
+    /// log would have to overwrite.
     pub fn elected(&mut self, epoch: Epoch, log: &mut impl LogSink) {
         self.become_leader(epoch);
-        self.append(&Command::Noop, log);
+        if self.lease_required {
+            self.noop_pending = true;
+        } else {
+            self.append(&Command::Noop, log);
+        }
     }
 
     /// Records an epoch seen from the upstream (fencing: lower ones are refused from now on).

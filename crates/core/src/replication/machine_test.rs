@@ -801,7 +801,7 @@ fn a_leader_that_needs_a_lease_writes_and_answers_only_while_it_holds_one() {
 }
 
 #[test]
-fn an_elected_leader_writes_a_noop_of_its_epoch_before_anything_else_and_needs_a_fresh_lease() {
+fn an_elected_leader_writes_a_noop_of_its_epoch_at_its_first_lease_before_anything_else() {
     let mut m = replica();
     let mut log = Log::default();
     m.require_lease();
@@ -819,14 +819,15 @@ fn an_elected_leader_writes_a_noop_of_its_epoch_before_anything_else_and_needs_a
     );
     m.log_durable(Lsn(1));
     m.elected(Epoch(3), &mut log);
+    // Nothing is written before the controller confirms the leadership with a lease.
+    assert!(log.0.is_empty());
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
+    m.grant_lease(400, 10, &mut log);
     assert_eq!(log.0, vec![(pos(3, 2), Command::Noop)]);
     assert_eq!(m.last(), pos(3, 2));
     // What an election would compare: the durable end, with its own entry's epoch.
     assert_eq!(m.durable_position(), pos(1, 1));
-    // A read right after the election reflects the no-op, and waits for the lease and for the
-    // no-op to be durable.
-    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
-    m.grant_lease(400, 10, &mut log);
+    // The read reflects the no-op, and waits for it to be durable.
     assert!(answers(&mut m).is_empty());
     m.log_durable(Lsn(2));
     assert_eq!(m.durable_position(), pos(3, 2));
@@ -834,4 +835,21 @@ fn an_elected_leader_writes_a_noop_of_its_epoch_before_anything_else_and_needs_a
         first_replies(&mut m),
         vec![(1, Reply::Bulk(Bytes::from_static(b"v")))]
     );
+}
+
+#[test]
+fn a_leader_elected_on_a_stale_map_writes_nothing_and_its_waiting_batches_time_out() {
+    let mut m = replica();
+    let mut log = Log::default();
+    m.require_lease();
+    m.elected(Epoch(4), &mut log);
+    run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
+    run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 2);
+    m.tick(10 + TIMEOUT - 1, &mut log);
+    assert!(answers(&mut m).is_empty());
+    m.tick(10 + TIMEOUT, &mut log);
+    let failed = first_replies(&mut m);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|(_, r)| matches!(r, Reply::Error(e) if e.starts_with("TRYAGAIN"))));
+    assert!(log.0.is_empty(), "wrote {:?}", log.0);
 }
