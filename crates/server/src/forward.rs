@@ -204,6 +204,24 @@ pub async fn takeover(
     }
 }
 
+/// Sends one command to the node at `addr` (authenticating with `password`) and returns its
+/// reply: for the command-line tools.
+///
+/// # Errors
+/// The node cannot be reached or answers garbage.
+pub async fn command(
+    addr: &Upstream,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<Frame, String> {
+    let mut f = Forwarder::connect(addr, password).await?;
+    let args: Vec<Bytes> = args
+        .iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect();
+    f.call(&args).await
+}
+
 /// Tells the replica at `node` to replicate from `upstream` (`REPLICAOF`), authenticating with
 /// `password`: after a switchover, the old leader repoints its other replicas at the new one.
 ///

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod failover_cmd;
 pub mod faults;
 pub mod feed;
 pub mod forward;

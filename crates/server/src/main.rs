@@ -5,6 +5,7 @@ use replikv_check::run::CheckArgs;
 use replikv_check::sim::cli::SimArgs;
 use replikv_server::cluster::{self, ClusterArgs};
 use replikv_server::config::{Config, ServeArgs};
+use replikv_server::failover_cmd::{self, FailoverArgs};
 use std::process::ExitCode;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -48,6 +49,11 @@ enum Cmd {
     /// lost writes and linearizability. The same seed replays the same run; exits 1 when a
     /// run broke a property.
     Sim(SimArgs),
+    /// Hand leadership over to a replica (--to: its node id or address; default: the most
+    /// up-to-date in-sync one) with no acknowledged write lost: the leader pauses writes, waits
+    /// until the target holds every entry, and hands over (through the control plane when the
+    /// nodes run one). Prints the new leader.
+    Failover(FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Some(Cmd::Cluster(args)) => run_cluster(args),
         Some(Cmd::Check(args)) => run_check(args),
         Some(Cmd::Sim(args)) => ExitCode::from(replikv_check::sim::cli::main(args)),
+        Some(Cmd::Failover(args)) => run_failover(&args),
         None => serve(&cli.serve),
     }
 }
@@ -70,6 +77,22 @@ fn run_cluster(args: ClusterArgs) -> ExitCode {
         Err(e) => {
             eprintln!("replikv cluster: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_failover(args: &FailoverArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(failover_cmd::run(args)) {
+        Ok(leader) => {
+            println!("{leader} leads");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("replikv failover: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -56,9 +56,9 @@ const REPLICATION_TICK: Duration = Duration::from_millis(50);
 
 pub use replikv_core::replication::BatchReply;
 
-/// The answer to `REPLICAOF` and `FAILOVER` when the control plane decides who leads.
+/// The answer to `REPLICAOF` when the control plane decides who leads.
 const CONTROLLED: &str =
-    "ERR the control plane (control_peers) decides who leads here; it fails over by itself";
+    "ERR the control plane (control_peers) decides who leads here; use FAILOVER to hand leadership over";
 
 /// A request to the node.
 #[derive(Debug)]
@@ -682,9 +682,6 @@ impl Node {
             }
             NodeMsg::Save { background, done } => self.on_save(background, done),
             NodeMsg::SnapshotDone(result) => self.on_snapshot_done(result),
-            NodeMsg::Failover { done, .. } if self.control_plane => {
-                let _ = done.send(Reply::error(CONTROLLED));
-            }
             NodeMsg::Failover {
                 target,
                 timeout_ms,
@@ -968,7 +965,25 @@ impl Node {
         let last = self.machine.last();
         let caught_up = self.machine.switchover_ready(&f.target_id);
         let (target, deadline_ms) = (f.target.clone(), f.deadline_ms);
-        if caught_up {
+        if caught_up && self.control_plane {
+            // The control plane hands over: this node gives its lease up (it answers nothing
+            // from now on), then asks the controller to elect the target. The map's next
+            // version settles the outcome.
+            let target_id = f.target_id.clone();
+            self.machine.surrender_lease();
+            if let Some(f) = self.failover.as_mut() {
+                f.handing_over = true;
+            }
+            info!(%target, at = %last, "switchover: the target has every entry; asking the control plane to elect it");
+            let msg = replikv_core::control::ControlMsg::Handover {
+                epoch: self.machine.epoch(),
+                to: target_id,
+            };
+            let me = self.repl.node_id.clone();
+            if let Some(inbox) = self.repl.control_in.get() {
+                let _ = inbox.try_send((me, msg));
+            }
+        } else if caught_up {
             // Recorded before the target is asked: if this node restarts not knowing the
             // outcome, it does not lead this history again (it would start a new one).
             if let Err(e) = self.update_meta(|m| m.leads = false) {
@@ -1248,11 +1263,30 @@ impl Node {
         };
         if self.is_leader() || self.upstream.as_ref() != Some(&up) {
             let was_leader = self.is_leader();
-            if let Some(f) = &self.failover {
-                if f.handing_over {
-                    // The outcome is now known: the map moved on.
-                    self.failover = None;
-                }
+            if let Some(f) = self.failover.take() {
+                // The map moved on: a switchover (waiting or handing over) is over.
+                let reply = if f.target_id == leader {
+                    info!(target = %f.target, "switchover: the target leads; following it");
+                    self.repl.record(
+                        "switchover",
+                        map.epoch,
+                        format!(
+                            "handed leadership over to {leader} at {}",
+                            self.machine.last()
+                        ),
+                    );
+                    Reply::Ok
+                } else {
+                    Reply::error(format!(
+                        "ERR FAILOVER superseded: the control plane elected {leader} in epoch {}",
+                        map.epoch
+                    ))
+                };
+                self.machine.fail_all(&format!(
+                    "READONLY the leader moved to {leader}; retry there"
+                ));
+                self.deliver();
+                let _ = f.done.send(reply);
             }
             let reply = self.on_set_upstream(Some(up.clone()));
             if was_leader {

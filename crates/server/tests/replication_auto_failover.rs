@@ -243,3 +243,57 @@ fn a_leader_cut_off_from_the_others_stops_acknowledging_and_is_replaced() {
             == Frame::Bulk(bytes::Bytes::from_static(b"new"))
     }));
 }
+
+/// `FAILOVER` (and `replikv failover --to NODE`) under the control plane: the leader pauses
+/// writes, waits until the target holds every entry, gives its lease up and has the
+/// controller elect the target; no acknowledged write is lost.
+#[test]
+fn a_switchover_goes_through_the_control_plane_without_losing_a_write() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let nodes = Server::start_controlled(&paths, &["--ack", "quorum", "--cluster-size", "3"]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(ports.clone(), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!("phase: FAILOVER on the leader, port {first}");
+    let reply = Resp::connect(first).call(&["FAILOVER", "TIMEOUT", "5000"]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+    let second = wait_leader(&ports, Some(first), Duration::from_secs(10));
+    assert_eq!(role_of(first).as_deref(), Some("slave"));
+
+    eprintln!("phase: replikv failover --to back to the first leader's node id");
+    let first_id = format!("n{}", ports.iter().position(|p| *p == first).unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replikv"))
+        .args([
+            "failover",
+            "--via",
+            &format!("127.0.0.1:{second}"),
+            "--to",
+            &first_id,
+        ])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&format!(":{first} leads")), "{said}");
+    wait_leader(&ports, Some(second), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().unwrap();
+    assert!(
+        acked.len() > 20,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    assert_eq!(
+        missing(first, &acked),
+        Vec::<String>::new(),
+        "acknowledged writes lost"
+    );
+    let status = nodes[0].http_get("/status").1;
+    assert!(status.contains("switchover"), "{status}");
+}

@@ -84,6 +84,14 @@ pub enum ControlMsg {
         /// The replicas it counts in sync.
         replicas: BTreeSet<String>,
     },
+    /// The data leader of `epoch` hands leadership over to `to` (a switchover: it paused
+    /// writes, gave up its lease, and `to` holds every entry durably).
+    Handover {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The node to lead.
+        to: String,
+    },
     /// The answer to a `Query`.
     Report {
         /// The election round.
@@ -293,6 +301,31 @@ impl Controller {
                     epoch: local.epoch,
                 },
             }),
+            ControlMsg::Handover { epoch, to } => {
+                let current = map.leader.as_deref() == Some(from) && map.epoch == epoch;
+                if self.active_since.is_some() {
+                    if current && !self.electing() && map.members.contains_key(&to) {
+                        let next = Epoch(map.epoch.0 + 1);
+                        out.push(Action::Event {
+                            kind: "switchover",
+                            detail: format!("{from} hands leadership over to {to} in epoch {next}"),
+                        });
+                        out.push(Action::Propose(MapCommand::Elect {
+                            id: to,
+                            epoch: next,
+                        }));
+                        self.proposed = Some((next, now_ms));
+                    }
+                } else if from == self.id {
+                    // This node's own request: for the controller.
+                    if let Some(controller) = self.controller_hint.clone() {
+                        out.push(Action::Send {
+                            to: controller,
+                            msg: ControlMsg::Handover { epoch, to },
+                        });
+                    }
+                }
+            }
             ControlMsg::SetInSync { epoch, replicas } => {
                 let current = map.leader.as_deref() == Some(from) && map.epoch == epoch;
                 if self.active_since.is_some() && current && !self.electing() {

@@ -206,6 +206,8 @@ pub struct Machine<T> {
     clock_ms: u64,
     /// Elected, and the no-op of the new epoch is still to be written (at the first lease).
     noop_pending: bool,
+    /// The lease was given up (a switchover): grants are ignored until the role changes.
+    lease_surrendered: bool,
     /// Where each epoch's entries start, from the last one at or before `durable` on (the
     /// entries before this machine started are all durable): for [`Machine::durable_position`].
     epoch_starts: VecDeque<LogPosition>,
@@ -243,6 +245,7 @@ impl<T> Machine<T> {
             lease_until_ms: 0,
             clock_ms: 0,
             noop_pending: false,
+            lease_surrendered: false,
             epoch_starts: VecDeque::from([last]),
             config,
             stats: MachineStats::default(),
@@ -725,6 +728,9 @@ impl<T> Machine<T> {
     pub fn grant_lease(&mut self, until_ms: u64, now: impl Into<Now>, log: &mut impl LogSink) {
         let now = now.into();
         self.note_time(now.mono_ms);
+        if self.lease_surrendered {
+            return;
+        }
         self.lease_until_ms = self.lease_until_ms.max(until_ms);
         if self.leader && self.noop_pending && self.lease_ok() {
             self.noop_pending = false;
@@ -739,6 +745,14 @@ impl<T> Machine<T> {
     pub fn pin_in_sync(&mut self, set: std::collections::BTreeSet<String>) {
         self.replicas.pin_in_sync(Some(set));
         self.release();
+    }
+
+    /// Gives the lease up (a switchover hands leadership over through the control plane):
+    /// from now on this leader releases nothing and starts nothing, and takes no grant,
+    /// until it stops leading. The new leader may then start at once.
+    pub fn surrender_lease(&mut self) {
+        self.lease_until_ms = 0;
+        self.lease_surrendered = true;
     }
 
     /// Whether this node may act as the leader now: it needs no lease, or holds one.
@@ -852,6 +866,7 @@ impl<T> Machine<T> {
         self.leader = false;
         self.paused = false;
         self.noop_pending = false;
+        self.lease_surrendered = false;
         self.committed.clear();
     }
 
@@ -863,6 +878,7 @@ impl<T> Machine<T> {
         self.committed.clear();
         // A lease granted to an earlier term of this node is not this term's.
         self.lease_until_ms = 0;
+        self.lease_surrendered = false;
     }
 
     /// This node was elected through the control plane to lead in `epoch`: it leads, and

@@ -850,6 +850,8 @@ fn a_leader_elected_on_a_stale_map_writes_nothing_and_its_waiting_batches_time_o
     m.tick(10 + TIMEOUT, &mut log);
     let failed = first_replies(&mut m);
     assert_eq!(failed.len(), 2, "{failed:?}");
-    assert!(failed.iter().all(|(_, r)| matches!(r, Reply::Error(e) if e.starts_with("TRYAGAIN"))));
+    assert!(failed
+        .iter()
+        .all(|(_, r)| matches!(r, Reply::Error(e) if e.starts_with("TRYAGAIN"))));
     assert!(log.0.is_empty(), "wrote {:?}", log.0);
 }
