@@ -2,7 +2,8 @@
 //! leader; after a manual switchover (`REPLICAOF NO ONE` on the replica, `REPLICAOF` on the old
 //! leader) both name the new one. redis-py's `Sentinel` client, installed from PyPI into the
 //! target directory by this test, finds the leader through them and writes to it, before and
-//! after the switchover.
+//! after the switchover, and keeps writing through an automatic failover under the control
+//! plane.
 
 mod common;
 
@@ -152,4 +153,84 @@ fn every_node_names_the_leader_as_sentinel_does_and_follows_a_switchover() {
     }));
     run_redis_py(&deps, replica.port, "after", "2", &ports);
     assert_eq!(text(&replica.resp().call(&["GET", "before"])), "1");
+}
+
+/// redis-py's `Sentinel` client keeps writing while the control plane replaces a killed
+/// leader: it finds the new leader through the nodes, and every write it was told succeeded
+/// is on the new leader.
+#[test]
+fn redis_py_sentinel_writes_through_an_automatic_failover() {
+    let deps = redis_py();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let mut nodes = Server::start_controlled(&paths, &["--ack", "quorum", "--cluster-size", "3"]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let mut first = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        first = leader_port(&nodes[0]);
+        first.is_some()
+    }));
+    let first = first.unwrap_or_default();
+    let stop = dirs[0].path().join("stop");
+    let out_path = dirs[0].path().join("redis-py.out");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/sentinel_through_failover.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(["replikv", stop.to_str().unwrap(), "40"])
+        .args(ports.iter().map(u16::to_string))
+        .env("PYTHONPATH", &deps)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .spawn()
+        .expect("python3 runs");
+    let said = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || said().contains("acked")),
+        "redis-py wrote nothing:\n{}",
+        said()
+    );
+    eprintln!("phase: kill the leader on port {first}");
+    nodes.iter_mut().find(|n| n.port == first).unwrap().kill9();
+    let moved = wait_until(Duration::from_secs(20), || {
+        let text = said();
+        let after_move = text
+            .lines()
+            .skip_while(|l| !(l.starts_with("master ") && !l.ends_with(&format!(":{first}"))))
+            .filter(|l| l.starts_with("acked"))
+            .count();
+        after_move >= 20
+    });
+    std::fs::write(&stop, b"").unwrap();
+    let status = child.wait().expect("redis-py exits");
+    let text = said();
+    assert!(
+        moved,
+        "redis-py did not write through the new leader:\n{text}"
+    );
+    assert!(status.success(), "{text}");
+    let second: u16 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("master "))
+        .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+        .last()
+        .unwrap();
+    assert_ne!(second, first);
+    let acked: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .collect();
+    let mut new_leader = nodes.iter().find(|n| n.port == second).unwrap().resp();
+    for key in &acked {
+        assert_eq!(
+            new_leader.call(&["GET", key]),
+            Frame::Bulk(bytes::Bytes::from_static(b"v")),
+            "{key} was acknowledged and is not on the new leader"
+        );
+    }
+    eprintln!(
+        "redis-py: {} writes acknowledged across the failover",
+        acked.len()
+    );
 }
