@@ -107,7 +107,35 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "keyspace": { "keys": get(&s.keys), "expires": get(&s.expires), "bytes": get(&s.dataset_bytes) },
         "clients": { "connected": get(&s.connected_clients), "max": shared.config.maxclients },
         "replication": replication_json(&shared, &repl),
+        "control": control_json(&shared),
     }))
+}
+
+/// The control plane's state as this node sees it: `null` without one.
+fn control_json(shared: &Shared) -> serde_json::Value {
+    if !shared.config.control_plane() {
+        return serde_json::Value::Null;
+    }
+    let map = shared.repl.map.borrow().clone();
+    let p = shared.repl.positions();
+    serde_json::json!({
+        "voters": shared.config.control_peers.iter().map(|(id, addr)| serde_json::json!({
+            "id": id, "addr": addr.to_string(),
+        })).collect::<Vec<_>>(),
+        "lease_ms": shared.config.lease_ms,
+        "lease_margin_ms": shared.config.lease_margin_ms,
+        "map": map.map(|m| serde_json::json!({
+            "version": m.version,
+            "leader": m.leader,
+            "epoch": m.epoch.0,
+            "in_sync": m.in_sync,
+            "unclean_failover": m.unclean_failover,
+            "members": m.members.iter().map(|(id, mem)| serde_json::json!({
+                "id": id, "addr": mem.addr, "voter": mem.voter, "upstream": mem.upstream,
+            })).collect::<Vec<_>>(),
+        })),
+        "leads": p.leader,
+    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

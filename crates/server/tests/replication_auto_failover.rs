@@ -172,6 +172,22 @@ fn killed_leader_is_replaced(mode: &str) {
     assert_same_contents(second, first, "the rejoined old leader");
     let status = node_by_port(&mut nodes, second).http_get("/status").1;
     assert!(status.contains("\"elected\""), "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let second_id = format!("n{}", ports.iter().position(|p| *p == second).unwrap());
+    assert_eq!(status["control"]["map"]["leader"], second_id.as_str());
+    // The leader keeps the map's in-sync set current: the rejoined node is in it again.
+    let first_id = format!("n{}", ports.iter().position(|p| *p == first).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let st: serde_json::Value =
+                serde_json::from_str(&node_by_port(&mut nodes, second).http_get("/status").1)
+                    .unwrap_or_default();
+            st["control"]["map"]["in_sync"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|id| *id == first_id.as_str()))
+        }),
+        "the rejoined node never got back into the map's in-sync set"
+    );
 }
 
 #[test]
