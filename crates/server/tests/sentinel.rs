@@ -197,7 +197,7 @@ fn redis_py_sentinel_writes_through_an_automatic_failover() {
         let text = said();
         let after_move = text
             .lines()
-            .skip_while(|l| !(l.starts_with("master ") && !l.ends_with(&format!(":{first}"))))
+            .skip_while(|l| !l.starts_with("master ") || l.ends_with(&format!(":{first}")))
             .filter(|l| l.starts_with("acked"))
             .count();
         after_move >= 20
@@ -214,7 +214,7 @@ fn redis_py_sentinel_writes_through_an_automatic_failover() {
         .lines()
         .filter_map(|l| l.strip_prefix("master "))
         .filter_map(|a| a.rsplit(':').next()?.parse().ok())
-        .last()
+        .next_back()
         .unwrap();
     assert_ne!(second, first);
     let acked: Vec<&str> = text
