@@ -59,7 +59,8 @@ const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const _: () = assert!((NODES_MAX as u16) < ADMIN_PORT_OFFSET);
 
 /// Node flags the launcher sets itself, so they may not appear among the extra arguments.
-const FLAGS_OWNED: [&str; 10] = [
+const FLAGS_OWNED: [&str; 11] = [
+    "--control-peers",
     "--bind",
     "--port",
     "--admin-port",
@@ -97,9 +98,23 @@ pub struct ClusterArgs {
     /// only loopback peers, which is all a local cluster has [default: none].
     #[arg(long, env = "REPLIKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// `none`: node0 leads and the others replicate from it. `auto`: the nodes run the
+    /// control plane among themselves (every node a voter), which elects the leader and
+    /// replaces it when it fails (automatic failover).
+    #[arg(long, value_enum, default_value = "none")]
+    pub failover: ClusterFailover,
     /// Further `replikv serve` flags for every node, after `--`.
     #[arg(last = true, value_name = "SERVE_FLAGS")]
     pub extra: Vec<String>,
+}
+
+/// Who decides the leader of a local cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterFailover {
+    /// node0 leads; a failover is by hand.
+    None,
+    /// The control plane elects the leader and fails over by itself.
+    Auto,
 }
 
 /// Why the cluster could not start or did not stop cleanly.
@@ -417,7 +432,8 @@ fn plan(args: &ClusterArgs) -> Result<Vec<NodeSpec>, ClusterError> {
                 port,
                 admin_port: port + ADMIN_PORT_OFFSET,
                 data_dir: args.data_dir.join(format!("node{i}")),
-                upstream_port: (i > 0).then_some(leader_port),
+                upstream_port: (i > 0 && args.failover == ClusterFailover::None)
+                    .then_some(leader_port),
             }
         })
         .collect();
@@ -479,6 +495,13 @@ fn node_args(args: &ClusterArgs, spec: &NodeSpec) -> Vec<OsString> {
     if let Some(port) = spec.upstream_port {
         argv.push("--replicaof".into());
         argv.push(format!("{LOOPBACK}:{port}").into());
+    }
+    if args.failover == ClusterFailover::Auto {
+        let peers: Vec<String> = (0..args.nodes)
+            .map(|i| format!("node{i}={LOOPBACK}:{}", args.base_port + u16::from(i)))
+            .collect();
+        argv.push("--control-peers".into());
+        argv.push(peers.join(",").into());
     }
     argv.extend(args.extra.iter().map(OsString::from));
     argv
@@ -562,7 +585,9 @@ fn print_summary(nodes: &[Running], args: &ClusterArgs) {
         args.data_dir.display()
     );
     for node in nodes {
-        let role = if node.spec.upstream_port.is_some() {
+        let role = if args.failover == ClusterFailover::Auto {
+            "voter  "
+        } else if node.spec.upstream_port.is_some() {
             "replica"
         } else {
             "leader "
@@ -578,11 +603,18 @@ fn print_summary(nodes: &[Running], args: &ClusterArgs) {
         "no cluster secret: the nodes accept loopback peers only"
     };
     let leader_port = nodes.first().map_or(args.base_port, |n| n.spec.port);
-    text.push_str(&format!(
-        "  acknowledgement {}; {secret}\n\nConnect:  redis-cli -p {leader_port}\n\
-         Ctrl-C stops the cluster.\n\n",
-        args.ack
-    ));
+    text.push_str(&format!("  acknowledgement {}; {secret}\n\n", args.ack));
+    if args.failover == ClusterFailover::Auto {
+        text.push_str(&format!(
+            "The control plane elects the leader and replaces it when it fails. Find it:\n  \
+             redis-cli -p {leader_port} SENTINEL get-master-addr-by-name replikv\n\
+             Ctrl-C stops the cluster.\n\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            "Connect:  redis-cli -p {leader_port}\nCtrl-C stops the cluster.\n\n"
+        ));
+    }
     let mut out = std::io::stdout().lock();
     // With stdout closed the summary is lost, but the cluster itself is unaffected.
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
@@ -833,6 +865,29 @@ mod tests {
         let mut zero = args(&[]);
         zero.nodes = 0;
         assert!(matches!(plan(&zero), Err(ClusterError::Nodes { nodes: 0 })));
+    }
+
+    #[test]
+    fn with_automatic_failover_every_node_is_a_voter_and_none_replicates_by_flag() {
+        let a = args(&["--nodes", "3", "--base-port", "7000", "--failover", "auto"]);
+        let specs = plan(&a).unwrap();
+        assert!(specs.iter().all(|s| s.upstream_port.is_none()));
+        for spec in &specs {
+            let argv: Vec<String> = node_args(&a, spec)
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
+            let text = argv.join(" ");
+            assert!(!text.contains("--replicaof"), "{text}");
+            assert!(
+                text.contains(
+                    "--control-peers node0=127.0.0.1:7000,node1=127.0.0.1:7001,node2=127.0.0.1:7002"
+                ),
+                "{text}"
+            );
+            assert!(text.contains(&format!("--node-id {}", spec.name)), "{text}");
+            check_node_config(&a, spec, &node_args(&a, spec)).unwrap();
+        }
     }
 
     #[test]
