@@ -571,14 +571,12 @@ impl Config {
                     "cannot be combined with replicaof: the control plane chooses the leader",
                 );
             }
-            match &self.node_id {
-                Some(id) if self.control_peers.iter().any(|(p, _)| p == id) => {}
-                _ => {
-                    return invalid(
-                        "control_peers",
-                        "must list this node, named by node_id (--node-id)",
-                    )
-                }
+            // A node not in the list joins the founders' group once a member adds it.
+            if self.node_id.is_none() {
+                return invalid(
+                    "control_peers",
+                    "needs this node's id, node_id (--node-id): the founders are known by theirs",
+                );
             }
             if self.control_peers.len() > 64 {
                 return invalid("control_peers", "at most 64 voters");
@@ -754,8 +752,7 @@ mod tests {
         assert_eq!(c.control_peers[1].0, "b");
         assert_eq!(c.control_peers[1].1.port, 7001);
         for (peers, id, why) in [
-            ("a=127.0.0.1:7000", Some("b"), "must list this node"),
-            ("a=127.0.0.1:7000", None, "must list this node"),
+            ("a=127.0.0.1:7000", None, "needs this node's id"),
             ("a=127.0.0.1:7000,a=127.0.0.1:7001", Some("a"), "twice"),
             ("a=127.0.0.1:7000,b=127.0.0.1:7000", Some("a"), "twice"),
             ("a127.0.0.1:7000", Some("a"), "ID=HOST:PORT"),

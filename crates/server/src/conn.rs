@@ -631,6 +631,9 @@ async fn local_command(
         "replikv" if args.len() >= 2 && args[1].eq_ignore_ascii_case(b"takeover") => {
             takeover(shared, &args[2..]).await
         }
+        "replikv" if args.len() >= 2 && args[1].eq_ignore_ascii_case(b"member") => {
+            Local::Reply(member(shared, &args[2..]).await)
+        }
         "replikv" => Local::Reply(crate::replikv_cmd::run(conn, shared, &args[1..])),
         "failover" => failover(shared, &args[1..]).await,
         "lastsave" => Local::Reply(Frame::Integer(
@@ -1026,6 +1029,66 @@ async fn failover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
         Local::Wait(rx)
     } else {
         Local::Reply(node_stopped())
+    }
+}
+
+/// How long `REPLIKV MEMBER` waits for the map to show the change.
+const MEMBER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `REPLIKV MEMBER ADD <id> <host:port> | VOTER <id> | REMOVE <id>`: a membership change
+/// through the control plane; answers once this node's map shows it.
+async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
+    use replikv_core::control::{ClusterMap, ControlMsg, MemberOp};
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let op =
+        match args {
+            [sub, id, addr] if sub.eq_ignore_ascii_case(b"add") => {
+                let addr = text(addr);
+                if addr.parse::<crate::config::Upstream>().is_err() {
+                    return err(format!("ERR `{addr}` is not HOST:PORT"));
+                }
+                MemberOp::Add { id: text(id), addr }
+            }
+            [sub, id] if sub.eq_ignore_ascii_case(b"voter") => MemberOp::Voter { id: text(id) },
+            [sub, id] if sub.eq_ignore_ascii_case(b"remove") => MemberOp::Remove { id: text(id) },
+            _ => return err(
+                "ERR syntax error: REPLIKV MEMBER ADD <id> <host:port> | VOTER <id> | REMOVE <id>",
+            ),
+        };
+    let Some(inbox) = shared.repl.control_in.get() else {
+        return err("ERR this node runs no control plane (control_peers)");
+    };
+    let done = {
+        let op = op.clone();
+        move |m: &Option<Arc<ClusterMap>>| {
+            let Some(m) = m else { return false };
+            match &op {
+                MemberOp::Add { id, .. } => m.members.contains_key(id),
+                MemberOp::Voter { id } => m.members.get(id).is_some_and(|x| x.voter),
+                MemberOp::Remove { id } => !m.members.contains_key(id),
+            }
+        }
+    };
+    let mut map = shared.repl.map.subscribe();
+    if done(&map.borrow()) {
+        return Frame::Simple("OK".into());
+    }
+    if inbox
+        .send((shared.repl.node_id.clone(), ControlMsg::Member(op)))
+        .await
+        .is_err()
+    {
+        return err("ERR the control plane stopped");
+    }
+    let applied =
+        tokio::time::timeout(MEMBER_WAIT, async { map.wait_for(done).await.is_ok() }).await;
+    match applied {
+        Ok(true) => Frame::Simple("OK".into()),
+        _ => err(format!(
+            "ERR the change was not in the map within {} s: the controller may be unreachable, \
+             or refused it (the leader cannot be removed; a member must exist); see /status",
+            MEMBER_WAIT.as_secs()
+        )),
     }
 }
 

@@ -20,8 +20,8 @@ use crate::peer_link::{self, LinkError, LinkReader, LinkWriter};
 use crate::shared::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use replikv_core::control::{
-    Action, ClusterMap, ControlMsg, Controller, ControllerConfig, Group, GroupConfig, GroupEvent,
-    Local, MapCommand,
+    raft_id_of, Action, ClusterMap, ControlMsg, Controller, ControllerConfig, Group, GroupConfig,
+    GroupEvent, Local, MapCommand,
 };
 use replikv_proto::PeerMessage;
 use std::collections::BTreeMap;
@@ -58,11 +58,9 @@ pub fn spawn(shared: &Arc<Shared>, shutdown: watch::Receiver<bool>) -> Result<()
         .map(|(id, _)| id.clone())
         .collect();
     let me = shared.repl.node_id.clone();
-    let raft_id = ids
-        .iter()
-        .position(|id| *id == me)
-        .map(|i| i as u64 + 1)
-        .ok_or_else(|| Fatal::Recovery(format!("node id {me} is not among control_peers")))?;
+    // A node not among the founders joins: an operator adds it (`REPLIKV MEMBER ADD`).
+    let founder = ids.contains(&me);
+    let raft_id = raft_id_of(&ids, &me);
     let group_config = GroupConfig {
         id: raft_id,
         voters: (1..=ids.len() as u64).collect(),
@@ -75,7 +73,11 @@ pub fn spawn(shared: &Arc<Shared>, shutdown: watch::Receiver<bool>) -> Result<()
     let group = match read_state(&state_path)? {
         Some(bytes) => Group::restore(&group_config, &bytes)
             .map_err(|e| Fatal::Recovery(format!("{}: {e}", state_path.display())))?,
-        None => Group::new(&group_config).map_err(|e| Fatal::Recovery(e.to_string()))?,
+        None if founder => Group::new(&group_config).map_err(|e| Fatal::Recovery(e.to_string()))?,
+        None => {
+            info!(node = %me, "not a founding voter: waiting to be added (REPLIKV MEMBER ADD on any member)");
+            Group::joining(&group_config).map_err(|e| Fatal::Recovery(e.to_string()))?
+        }
     };
     let controller = Controller::new(
         &me,
@@ -86,6 +88,7 @@ pub fn spawn(shared: &Arc<Shared>, shutdown: watch::Receiver<bool>) -> Result<()
             report_wait_ms: config.lease_ms.max(3 * config.control_tick_ms),
             propose_wait_ms: PROPOSE_WAIT_MS,
             mode: config.ack,
+            cluster_size: config.cluster_size,
             founders: config
                 .control_peers
                 .iter()
@@ -96,33 +99,22 @@ pub fn spawn(shared: &Arc<Shared>, shutdown: watch::Receiver<bool>) -> Result<()
     let (tx, rx) = mpsc::channel(INBOX);
     // Set once per process: `spawn` runs once.
     let _ = shared.repl.control_in.set(tx);
-    let mut peers = BTreeMap::new();
-    for (id, addr) in &config.control_peers {
-        if *id == me {
-            continue;
-        }
-        let (ptx, prx) = mpsc::channel(PEER_QUEUE);
-        peers.insert(id.clone(), ptx);
-        tokio::spawn(dial(
-            Arc::clone(shared),
-            id.clone(),
-            addr.clone(),
-            prx,
-            shutdown.clone(),
-        ));
-    }
-    let task = ControlTask {
+    let mut task = ControlTask {
         shared: Arc::clone(shared),
         group,
         controller,
         ids,
         me,
-        peers,
+        peers: BTreeMap::new(),
         state_path,
         published: None,
         local_queue: Vec::new(),
         unclean_asked_ms: None,
+        shutdown: shutdown.clone(),
     };
+    for (id, addr) in &config.control_peers {
+        task.connect(id, addr.clone());
+    }
     tokio::spawn(task.run(rx, shutdown));
     Ok(())
 }
@@ -142,9 +134,39 @@ struct ControlTask {
     local_queue: Vec<ControlMsg>,
     /// When the unclean-failover setting was last proposed.
     unclean_asked_ms: Option<u64>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl ControlTask {
+    /// Starts sending to member `id` at `addr` (nothing for this node or a known peer).
+    fn connect(&mut self, id: &str, addr: Upstream) {
+        if id == self.me || self.peers.contains_key(id) {
+            return;
+        }
+        let (ptx, prx) = mpsc::channel(PEER_QUEUE);
+        self.peers.insert(id.to_string(), ptx);
+        tokio::spawn(dial(
+            Arc::clone(&self.shared),
+            id.to_string(),
+            addr,
+            prx,
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// The node id of group member `raft_id`: a founder, or a member of the map.
+    fn node_of(&self, raft_id: u64) -> Option<String> {
+        if let Some(id) = self.ids.get(raft_id.saturating_sub(1) as usize) {
+            return Some(id.clone());
+        }
+        self.group
+            .map()
+            .members
+            .keys()
+            .find(|id| raft_id_of(&self.ids, id) == raft_id)
+            .cloned()
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<(String, ControlMsg)>,
@@ -257,6 +279,11 @@ impl ControlTask {
                             debug!(error = %e, ?cmd, "proposal dropped");
                         }
                     }
+                    Action::Membership { raft_id, change } => {
+                        if let Err(e) = self.group.propose_membership(raft_id, change) {
+                            info!(error = %e, raft_id, ?change, "membership change not proposed");
+                        }
+                    }
                     Action::ReadIndex(ctx) => {
                         if let Err(e) = self.group.read_index(ctx) {
                             debug!(error = %e, "read-index round not started");
@@ -303,10 +330,10 @@ impl ControlTask {
             }
             let quiet = drained.outgoing.is_empty() && drained.events.is_empty();
             for out in drained.outgoing {
-                let Some(id) = self.ids.get(out.to.saturating_sub(1) as usize) else {
+                let Some(id) = self.node_of(out.to) else {
                     continue;
                 };
-                self.send(id, ControlMsg::Raft(out.bytes));
+                self.send(&id, ControlMsg::Raft(out.bytes));
             }
             let mut actions = Vec::new();
             for event in drained.events {
@@ -344,10 +371,7 @@ impl ControlTask {
                     }
                 }
             }
-            let controller = self
-                .group
-                .controller()
-                .and_then(|id| self.ids.get(id.saturating_sub(1) as usize).cloned());
+            let controller = self.group.controller().and_then(|id| self.node_of(id));
             self.controller.set_controller(controller);
             self.publish_map().await;
             self.carry_out(actions).await;
@@ -365,6 +389,15 @@ impl ControlTask {
         }
         self.published = Some(map.version);
         let map = Arc::new(map.clone());
+        // Members added since: send to them too; removed ones: stop.
+        for (id, m) in &map.members {
+            if let Ok(addr) = m.addr.parse() {
+                self.connect(id, addr);
+            }
+        }
+        let founders = self.ids.clone();
+        self.peers
+            .retain(|id, _| map.members.contains_key(id) || founders.contains(id));
         self.shared.repl.map.send_replace(Some(Arc::clone(&map)));
         self.shared.node.send(NodeMsg::Map(map)).await;
     }
@@ -481,7 +514,13 @@ pub async fn serve_inbound(
         writer.refuse(why).await;
         return Err(LinkError::Protocol(why.into()));
     };
-    if !shared.config.control_peers.iter().any(|(id, _)| id == peer) {
+    let member = shared
+        .repl
+        .map
+        .borrow()
+        .as_ref()
+        .is_some_and(|m| m.members.contains_key(peer));
+    if !member && !shared.config.control_peers.iter().any(|(id, _)| id == peer) {
         let why = format!("{peer} is not a voter of this control plane");
         writer.refuse(&why).await;
         return Err(LinkError::Protocol(why));

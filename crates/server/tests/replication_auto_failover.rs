@@ -313,3 +313,79 @@ fn a_switchover_goes_through_the_control_plane_without_losing_a_write() {
     let status = nodes[0].http_get("/status").1;
     assert!(status.contains("switchover"), "{status}");
 }
+
+/// Membership changes online: a fourth node joins (`REPLIKV MEMBER ADD`), receives the data,
+/// becomes a voter (`REPLIKV MEMBER VOTER`), a founder leaves (`REPLIKV MEMBER REMOVE`), and
+/// the cluster still fails over when its leader is killed.
+#[test]
+fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().take(3).map(|d| d.path()).collect();
+    let mut nodes = Server::start_controlled(&paths, &["--ack", "quorum", "--cluster-size", "3"]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+    let mut leader = Resp::connect(first);
+    for i in 0..100 {
+        assert_eq!(text(&leader.call(&["SET", &format!("k{i}"), "v"])), "OK");
+    }
+    let founders = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("n{i}=127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let joiner = Server::start(
+        dirs[3].path(),
+        &[
+            "--node-id",
+            "n3",
+            "--control-peers",
+            &founders,
+            "--ack",
+            "quorum",
+            "--cluster-size",
+            "3",
+        ],
+    );
+    eprintln!("phase: add n3 on port {}", joiner.port);
+    let addr = format!("127.0.0.1:{}", joiner.port);
+    let reply = Resp::connect(ports[1]).call(&["REPLIKV", "MEMBER", "ADD", "n3", &addr]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            Resp::connect(joiner.port).call(&["GET", "k99"])
+                == Frame::Bulk(bytes::Bytes::from_static(b"v"))
+        }),
+        "the new member did not receive the data:\n{}",
+        joiner.log_text()
+    );
+    let reply = Resp::connect(ports[2]).call(&["REPLIKV", "MEMBER", "VOTER", "n3"]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+
+    let leaving = *ports.iter().find(|p| **p != first).unwrap();
+    let leaving_id = format!("n{}", ports.iter().position(|p| *p == leaving).unwrap());
+    eprintln!("phase: remove {leaving_id}");
+    let reply = Resp::connect(first).call(&["REPLIKV", "MEMBER", "REMOVE", &leaving_id]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+    let first_id = format!("n{}", ports.iter().position(|p| *p == first).unwrap());
+    let refused = Resp::connect(first).call(&["REPLIKV", "MEMBER", "REMOVE", &first_id]);
+    assert!(
+        is_error(&refused, "ERR"),
+        "removing the leader: {refused:?}"
+    );
+    node_by_port(&mut nodes, leaving).kill9();
+
+    eprintln!("phase: kill the leader; the remaining voters fail over");
+    node_by_port(&mut nodes, first).kill9();
+    let rest: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| *p != first && *p != leaving)
+        .chain([joiner.port])
+        .collect();
+    let second = wait_leader(&rest, Some(first), Duration::from_secs(20));
+    assert_eq!(
+        Resp::connect(second).call(&["GET", "k42"]),
+        Frame::Bulk(bytes::Bytes::from_static(b"v"))
+    );
+}

@@ -25,7 +25,7 @@
 //! applies [`choose_leader`]. It proposes `Elect` in an epoch past both the map's and every
 //! reported one; once that is applied the new leader asks for its lease like any leader.
 
-use super::election::{choose_leader, Report};
+use super::election::{choose_leader, choose_leader_sized, Report};
 use super::map::{ClusterMap, MapCommand};
 use crate::position::{Epoch, LogPosition};
 use crate::replication::AckMode;
@@ -48,6 +48,9 @@ pub struct ControllerConfig {
     pub propose_wait_ms: u64,
     /// The cluster's acknowledgement mode, whose promise the election keeps.
     pub mode: AckMode,
+    /// The cluster size the leaders' commit rule counts `quorum` against (`--cluster-size`);
+    /// 0: the founders' number.
+    pub cluster_size: u32,
     /// The founding members, by node id and client address: the controller adds them to an
     /// empty map.
     pub founders: Vec<(String, String)>,
@@ -92,6 +95,8 @@ pub enum ControlMsg {
         /// The node to lead.
         to: String,
     },
+    /// An operator's membership change, for the controller.
+    Member(MemberOp),
     /// The answer to a `Query`.
     Report {
         /// The election round.
@@ -101,6 +106,43 @@ pub enum ControlMsg {
         /// The highest epoch the node has seen.
         epoch: Epoch,
     },
+}
+
+/// A membership change an operator asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberOp {
+    /// A node joins: it replicates and learns the map, without voting.
+    Add {
+        /// Its node id.
+        id: String,
+        /// Its client address.
+        addr: String,
+    },
+    /// A member starts voting in the control plane.
+    Voter {
+        /// Its node id.
+        id: String,
+    },
+    /// A member leaves (not the leader: hand leadership over first).
+    Remove {
+        /// Its node id.
+        id: String,
+    },
+}
+
+/// The consensus group's id of node `id`: a founder's is its place in `founders` plus one; a
+/// node that joined later has one derived from its node id (FNV-1a, high bit set, so it never
+/// meets a founder's), which it and every member compute alike.
+#[must_use]
+pub fn raft_id_of(founders: &[String], id: &str) -> u64 {
+    if let Some(i) = founders.iter().position(|f| f == id) {
+        return i as u64 + 1;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h | (1 << 63)
 }
 
 /// What the caller must do.
@@ -115,6 +157,13 @@ pub enum Action {
     },
     /// Propose `cmd` to the group (this node is the controller).
     Propose(MapCommand),
+    /// Change member `raft_id`'s place in the consensus group (this node is the controller).
+    Membership {
+        /// The member's group id ([`raft_id_of`]).
+        raft_id: u64,
+        /// What it becomes.
+        change: super::group::Membership,
+    },
     /// Start a `Safe` read-index round with this context; report its completion with
     /// [`Controller::on_read_confirmed`].
     ReadIndex(Vec<u8>),
@@ -326,6 +375,18 @@ impl Controller {
                     }
                 }
             }
+            ControlMsg::Member(op) => {
+                if self.active_since.is_some() {
+                    self.member_change(op, map, &mut out);
+                } else if from == self.id {
+                    if let Some(controller) = self.controller_hint.clone() {
+                        out.push(Action::Send {
+                            to: controller,
+                            msg: ControlMsg::Member(op),
+                        });
+                    }
+                }
+            }
             ControlMsg::SetInSync { epoch, replicas } => {
                 let current = map.leader.as_deref() == Some(from) && map.epoch == epoch;
                 if self.active_since.is_some() && current && !self.electing() {
@@ -432,6 +493,67 @@ impl Controller {
                 seq,
             },
         });
+    }
+
+    /// The proposals an operator's membership change takes (controller side). The map change
+    /// and the group change are separate entries; each is refused the same way everywhere if
+    /// it breaks a rule, and the operator sees the outcome in the map.
+    fn member_change(&mut self, op: MemberOp, map: &ClusterMap, out: &mut Vec<Action>) {
+        let founders: Vec<String> = self
+            .config
+            .founders
+            .iter()
+            .map(|(i, _)| i.clone())
+            .collect();
+        let group = super::group::Membership::Learner;
+        match op {
+            MemberOp::Add { id, addr } => {
+                out.push(Action::Event {
+                    kind: "member_added",
+                    detail: format!("{id} at {addr} joins (learning the map, not voting)"),
+                });
+                out.push(Action::Propose(MapCommand::AddMember {
+                    id: id.clone(),
+                    addr,
+                    voter: false,
+                }));
+                out.push(Action::Membership {
+                    raft_id: raft_id_of(&founders, &id),
+                    change: group,
+                });
+            }
+            MemberOp::Voter { id } => {
+                if !map.members.contains_key(&id) {
+                    return;
+                }
+                out.push(Action::Event {
+                    kind: "member_voter",
+                    detail: format!("{id} votes in the control plane"),
+                });
+                out.push(Action::Propose(MapCommand::SetVoter {
+                    id: id.clone(),
+                    voter: true,
+                }));
+                out.push(Action::Membership {
+                    raft_id: raft_id_of(&founders, &id),
+                    change: super::group::Membership::Voter,
+                });
+            }
+            MemberOp::Remove { id } => {
+                if map.leader.as_ref() == Some(&id) || !map.members.contains_key(&id) {
+                    return;
+                }
+                out.push(Action::Event {
+                    kind: "member_removed",
+                    detail: format!("{id} leaves the cluster"),
+                });
+                out.push(Action::Propose(MapCommand::RemoveMember { id: id.clone() }));
+                out.push(Action::Membership {
+                    raft_id: raft_id_of(&founders, &id),
+                    change: super::group::Membership::Remove,
+                });
+            }
+        }
     }
 
     /// Follows the map's leader: a new one (or a new epoch) starts its own clock.
@@ -590,7 +712,11 @@ impl Controller {
                 })
             }
         } else {
-            choose_leader(map, self.config.mode, &reports)
+            let cluster = match self.config.cluster_size {
+                0 => u32::try_from(self.config.founders.len()).unwrap_or(u32::MAX),
+                n => n,
+            };
+            choose_leader_sized(map, self.config.mode, cluster, &reports)
         };
         // Of equally up-to-date candidates, another node rather than the controller: a leader
         // that is also the controller takes both roles down when it fails, and the group's

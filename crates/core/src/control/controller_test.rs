@@ -19,6 +19,7 @@ fn config(mode: AckMode) -> ControllerConfig {
         report_wait_ms: 300,
         propose_wait_ms: 2_000,
         mode,
+        cluster_size: 3,
         founders: ["a", "b", "c"]
             .iter()
             .enumerate()

@@ -83,6 +83,22 @@ pub fn choose_leader(
     mode: AckMode,
     reports: &[Report],
 ) -> Result<Choice, ElectionError> {
+    let cluster = u32::try_from(map.members.len()).unwrap_or(u32::MAX);
+    choose_leader_sized(map, mode, cluster, reports)
+}
+
+/// [`choose_leader`] with the cluster size the leader's commit rule counted `quorum` against
+/// (`--cluster-size`): K must be the one acknowledged writes were counted with, even when the
+/// map has more members (a member added later may hold none of them).
+///
+/// # Errors
+/// As [`choose_leader`].
+pub fn choose_leader_sized(
+    map: &ClusterMap,
+    mode: AckMode,
+    cluster: u32,
+    reports: &[Report],
+) -> Result<Choice, ElectionError> {
     let mut valid: BTreeMap<&str, LogPosition> = BTreeMap::new();
     for r in reports {
         let member = map.members.contains_key(&r.id);
@@ -101,7 +117,6 @@ pub fn choose_leader(
             })
         }
         AckMode::SemiSync(_) | AckMode::Quorum => {
-            let cluster = u32::try_from(map.members.len()).unwrap_or(u32::MAX);
             let k = mode.replicas_needed(cluster) as usize;
             let need = (replicas + 1).saturating_sub(k).max(1);
             if valid.len() >= need {

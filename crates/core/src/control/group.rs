@@ -55,8 +55,8 @@
 use super::map::{ClusterMap, MapCommand, MapError};
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType,
-    Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+    MessageType, Snapshot,
 };
 use raft::{GetEntriesContext, RaftState, RawNode, ReadOnlyOption, StateRole, Storage};
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,17 @@ pub struct Drained {
     pub outgoing: Vec<Outgoing>,
     /// What happened, in order.
     pub events: Vec<GroupEvent>,
+}
+
+/// A change of a member's place in the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// It receives the map without voting.
+    Learner,
+    /// It votes.
+    Voter,
+    /// It leaves the group.
+    Remove,
 }
 
 /// Something that happened in the group.
@@ -393,6 +404,71 @@ impl Group {
         let _ = self.raw.step(msg);
         self.process();
         Ok(())
+    }
+
+    /// A member joining a running group: it starts as the founders did (`config.voters` are
+    /// the founding voters, which it is not one of) and waits for the controller to add it
+    /// ([`Group::propose_membership`]) and catch it up, replaying the group's changes from the
+    /// start (or taking a snapshot). Raft refuses a configuration change that leaves no voter,
+    /// so a member that started from an empty one could never apply its own addition.
+    ///
+    /// # Errors
+    /// The configuration is invalid (id 0, ticks out of range), or this member is a founder.
+    pub fn joining(config: &GroupConfig) -> Result<Group, GroupError> {
+        if config.voters.contains(&config.id) {
+            return Err(GroupError::Raft(format!(
+                "member {} is a founding voter; it does not join",
+                config.id
+            )));
+        }
+        let store = GroupStore::founding(&config.voters);
+        let mut group = Group::start(config, store, ClusterMap::default(), 0)?;
+        group.dirty = true;
+        Ok(group)
+    }
+
+    /// Proposes a change of the group's membership (controller only): member `raft_id`
+    /// becomes a learner (it receives the map, votes on nothing), a voter, or leaves. Raft
+    /// applies one change at a time; a second proposed before the first is applied is
+    /// refused.
+    ///
+    /// # Errors
+    /// This member is not the controller, or Raft refused the change.
+    pub fn propose_membership(
+        &mut self,
+        raft_id: u64,
+        change: Membership,
+    ) -> Result<(), GroupError> {
+        if !self.is_controller() {
+            return Err(GroupError::NotController {
+                controller: self.controller(),
+            });
+        }
+        if raft_id == 0 {
+            return Err(GroupError::Raft("member id 0".into()));
+        }
+        let mut cc = ConfChange {
+            node_id: raft_id,
+            ..Default::default()
+        };
+        cc.set_change_type(match change {
+            Membership::Learner => ConfChangeType::AddLearnerNode,
+            Membership::Voter => ConfChangeType::AddNode,
+            Membership::Remove => ConfChangeType::RemoveNode,
+        });
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        self.process();
+        Ok(())
+    }
+
+    /// The group's learners (members that receive the map without voting).
+    #[must_use]
+    pub fn learners(&self) -> Vec<u64> {
+        let mut l = self.raw.raft.prs().conf().to_conf_state().learners;
+        l.sort_unstable();
+        l
     }
 
     /// Proposes `cmd` (controller only). It is applied, on every member, once committed.

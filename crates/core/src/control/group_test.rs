@@ -493,3 +493,71 @@ fn read_index_is_refused_off_the_controller_with_a_bad_context_and_past_the_boun
     assert_eq!(net.reads_confirmed(c), ctxs);
     assert!(net.reads_confirmed(follower).is_empty());
 }
+
+/// A member joins a running group as a learner, catches up on the map, is promoted to voter,
+/// and a founder leaves: online, one change at a time, through the controller.
+#[test]
+fn a_member_joins_as_a_learner_becomes_a_voter_and_a_founder_leaves() {
+    use super::group::Membership;
+    let mut net = Net::new(3, 11);
+    net.run_until("controller", 200, |n| n.controller().is_some());
+    let c = net.controller().unwrap();
+    for id in ["a", "b", "c"] {
+        net.group(c).propose(&add(id)).unwrap();
+    }
+    net.settle();
+    let joiner = config(4, 3, 11);
+    net.groups.insert(4, Group::joining(&joiner).unwrap());
+    net.configs.insert(4, joiner);
+    net.collect();
+    // Until it is added, nobody sends it anything and it stands for nothing.
+    for _ in 0..40 {
+        net.tick();
+    }
+    assert_eq!(net.group(4).map().version, 0);
+    assert!(!net.group(4).is_controller());
+
+    net.group(c)
+        .propose_membership(4, Membership::Learner)
+        .unwrap();
+    net.run_until("the learner has the map", 50, |n| {
+        n.groups[&4].map().version == 3 && n.groups[&4].learners() == vec![4]
+    });
+    assert_eq!(net.group(c).voters(), vec![1, 2, 3]);
+    net.group(c).propose(&add("d")).unwrap();
+    net.run_until("the learner follows new commands", 50, |n| {
+        n.groups[&4].map().version == 4
+    });
+
+    net.group(c)
+        .propose_membership(4, Membership::Voter)
+        .unwrap();
+    net.run_until("four voters everywhere", 50, |n| {
+        n.groups.values().all(|g| g.voters() == vec![1, 2, 3, 4])
+    });
+    let leaving = *net.groups.keys().find(|id| **id != c && **id != 4).unwrap();
+    net.group(c)
+        .propose_membership(leaving, Membership::Remove)
+        .unwrap();
+    net.run_until("the founder left", 50, |n| {
+        n.groups
+            .iter()
+            .filter(|(id, _)| **id != leaving)
+            .all(|(_, g)| !g.voters().contains(&leaving))
+    });
+    // The three remaining voters still elect and commit without it.
+    net.crash(leaving);
+    net.isolated.insert(c);
+    net.run_until("a new controller among the rest", 400, |n| {
+        n.controller().is_some_and(|x| x != c)
+    });
+    let c2 = net.controller().unwrap();
+    net.group(c2).propose(&add("e")).unwrap();
+    net.run_until("committed by two of three", 50, |n| {
+        n.groups[&c2].map().version == 5
+    });
+    // A restarted learner-turned-voter keeps its place.
+    net.crash(4);
+    net.restart(4);
+    assert!(net.group(4).voters().contains(&4));
+}

@@ -26,7 +26,9 @@ mod group_test;
 #[cfg(test)]
 mod map_test;
 
-pub use controller::{Action, ControlMsg, Controller, ControllerConfig, Local};
-pub use election::{choose_leader, Choice, ElectionError, Report};
-pub use group::{Group, GroupConfig, GroupError, GroupEvent, Outgoing};
+pub use controller::{
+    raft_id_of, Action, ControlMsg, Controller, ControllerConfig, Local, MemberOp,
+};
+pub use election::{choose_leader, choose_leader_sized, Choice, ElectionError, Report};
+pub use group::{Drained, Group, GroupConfig, GroupError, GroupEvent, Membership, Outgoing};
 pub use map::{ClusterMap, MapCommand, MapError, Member};
