@@ -28,6 +28,13 @@ pub const DISCOVERY_TIME_MAX: Duration = Duration::from_secs(3);
 pub const DISCOVERY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest wait between two rounds.
 pub const DISCOVERY_BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// How long a client whose operation failed on the leader keeps looking for another leader
+/// while the nodes still name the one that failed (it is being replaced, or it comes back):
+/// past the default lease, margin and election (about 0.6 s), the old one is taken again.
+pub const MOVE_PATIENCE: Duration = Duration::from_millis(1_500);
+/// Wait between rounds while the nodes still name the leader that failed.
+pub const MOVE_POLL: Duration = Duration::from_millis(50);
+
 /// Most leader changes kept (a bound on the record; a run sees a few dozen).
 pub const LEADER_CHANGES_MAX: usize = 100_000;
 
@@ -168,7 +175,16 @@ impl Endpoints {
             state.leader.clone()
         };
         let deadline = until.min(Instant::now() + DISCOVERY_TIME_MAX);
-        let found = discover(&self.nodes, name, deadline, DISCOVERY_ROUNDS_MAX).await;
+        // While the nodes still name the leader that just failed, look again a little later:
+        // it is likely being replaced, and going back to it costs another timeout.
+        let patience = until.min(Instant::now() + MOVE_PATIENCE);
+        let mut found = discover(&self.nodes, name, deadline, DISCOVERY_ROUNDS_MAX).await;
+        while found.as_deref() == Some(before.as_str()) && Instant::now() + MOVE_POLL < patience {
+            sleep(MOVE_POLL).await;
+            if let Some(again) = discover_round(&self.nodes, name).await {
+                found = Some(again);
+            }
+        }
         self.settle(found, &before)
     }
 
