@@ -116,6 +116,14 @@ fn every_message() -> Vec<PeerMessage> {
             data: Bytes::from(vec![7; 70_000]),
         },
         PeerMessage::SnapshotEnd { chunks: u64::MAX },
+        PeerMessage::Lineage {
+            epochs: vec![(Epoch(1), Lsn(1)), (Epoch(4), Lsn(90))],
+            truncatable_from: Lsn(12),
+        },
+        PeerMessage::Truncate { to: pos(4, 89) },
+        PeerMessage::Control {
+            body: Bytes::from(vec![9; 70_000]),
+        },
     ]
 }
 

@@ -96,6 +96,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "records": get(&s.wal_records),
             "recovered_records": get(&s.recovered_records),
             "torn_tails_truncated": get(&s.torn_tails_truncated),
+            "entries_truncated": get(&s.entries_truncated),
         },
         "snapshot": {
             "last_lsn": get(&s.last_snapshot_lsn),
@@ -281,6 +282,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "gauge",
             "Torn log tails truncated at start.",
             get(&s.torn_tails_truncated),
+        ),
+        (
+            "replikv_log_entries_truncated_total",
+            "counter",
+            "Log entries discarded by cutting this node's log back to the last entry it shared with a new leader.",
+            get(&s.entries_truncated),
         ),
     ];
     let mut out = String::new();

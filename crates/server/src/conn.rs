@@ -1051,8 +1051,12 @@ async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
             }
             [sub, id] if sub.eq_ignore_ascii_case(b"voter") => MemberOp::Voter { id: text(id) },
             [sub, id] if sub.eq_ignore_ascii_case(b"remove") => MemberOp::Remove { id: text(id) },
+        [sub, id, up] if sub.eq_ignore_ascii_case(b"upstream") => MemberOp::Upstream {
+            id: text(id),
+            upstream: (!up.eq_ignore_ascii_case(b"leader")).then(|| text(up)),
+        },
             _ => return err(
-                "ERR syntax error: REPLIKV MEMBER ADD <id> <host:port> | VOTER <id> | REMOVE <id>",
+                "ERR syntax error: REPLIKV MEMBER ADD <id> <host:port> | VOTER <id> | REMOVE <id> | UPSTREAM <id> <upstream-id>|LEADER",
             ),
         };
     let Some(inbox) = shared.repl.control_in.get() else {
@@ -1066,6 +1070,9 @@ async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
                 MemberOp::Add { id, .. } => m.members.contains_key(id),
                 MemberOp::Voter { id } => m.members.get(id).is_some_and(|x| x.voter),
                 MemberOp::Remove { id } => !m.members.contains_key(id),
+                MemberOp::Upstream { id, upstream } => {
+                    m.members.get(id).is_some_and(|x| x.upstream == *upstream)
+                }
             }
         }
     };

@@ -226,6 +226,7 @@ impl ControlTask {
             durable: p.durable_pos,
             epoch: p.epoch,
             in_sync,
+            leads: p.leader,
         }
     }
 

@@ -172,6 +172,8 @@ pub async fn serve(config: Config, shutdown: watch::Receiver<bool>) -> Result<()
         faults: Arc::new(Faults::new(config.fault_injection)),
         events: std::sync::Mutex::default(),
         map: watch::Sender::new(None),
+        epochs: std::sync::Mutex::default(),
+        full_resync_next: std::sync::atomic::AtomicBool::new(false),
         control_in: std::sync::OnceLock::new(),
     });
     let node = Node::open(&config, Arc::clone(&stats), meta, Arc::clone(&repl))?;

@@ -23,6 +23,9 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most epoch pairs a `Lineage` carries (one per change of leader; a longer table is not
+/// sent, and the upstream falls back to a snapshot).
+const LINEAGE_PAIRS_MAX: usize = 4_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -98,6 +101,31 @@ async fn session(shared: &Arc<Shared>, up: &Upstream) -> Result<(), LinkError> {
     let positions = shared.repl.positions();
     let history = shared.repl.status().history;
     let from = positions.applied;
+    // Where this log's epochs start, so that an upstream whose log parted from it can say
+    // where to cut instead of sending a snapshot (unless a cut failed: then a snapshot).
+    if shared.config.control_plane()
+        && !shared
+            .repl
+            .full_resync_next
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let epochs = shared
+            .repl
+            .epochs
+            .lock()
+            .map(|t| t.starts().to_vec())
+            .unwrap_or_default();
+        if epochs.len() <= LINEAGE_PAIRS_MAX {
+            writer
+                .send(&PeerMessage::Lineage {
+                    epochs,
+                    truncatable_from: Lsn(crate::stats::Stats::get(
+                        &shared.stats.last_snapshot_lsn,
+                    )),
+                })
+                .await?;
+        }
+    }
     writer
         .send(&PeerMessage::Fetch {
             from,
@@ -334,6 +362,27 @@ async fn receive_loop(
                     LinkError::Protocol(format!("cannot install the snapshot: {e}"))
                 })?;
                 link_state(shared, true, None, false).await;
+            }
+            PeerMessage::Truncate { to } => {
+                if incoming.is_some() {
+                    return Err(LinkError::Protocol(
+                        "Truncate inside a snapshot transfer".into(),
+                    ));
+                }
+                let (done, rx) = oneshot::channel();
+                if !shared.node.send(NodeMsg::Truncate { to, done }).await {
+                    return Err(LinkError::Closed);
+                }
+                if let Err(e) = rx.await.map_err(|_| LinkError::Closed)? {
+                    // The next link asks for a snapshot instead.
+                    shared
+                        .repl
+                        .full_resync_next
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(LinkError::Protocol(format!(
+                        "cannot cut the log back to {to}: {e}"
+                    )));
+                }
             }
             PeerMessage::Refuse { reason } => return Err(LinkError::Refused(reason)),
             other => {

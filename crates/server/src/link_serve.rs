@@ -11,7 +11,7 @@ use crate::now_ms;
 use crate::peer_link::{self, LinkError, LinkReader, LinkWriter};
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
-use replikv_core::replication::{check_epoch, plan_fetch, FetchPlan};
+use replikv_core::replication::{check_epoch, last_shared, plan_fetch, EpochTable, FetchPlan};
 use replikv_core::{Epoch, LogPosition, Lsn, Store};
 use replikv_proto::{PeerMessage, PeerRecord};
 use replikv_storage::{LogCursor, LogRecord, WalError};
@@ -82,6 +82,27 @@ pub async fn serve(
             return;
         }
     };
+    // A follower may first say where its log's epochs start.
+    let (first, lineage) = match first {
+        PeerMessage::Lineage {
+            epochs,
+            truncatable_from,
+        } => {
+            let next = match reader
+                .recv_within(peer_link::HANDSHAKE_TIMEOUT, "waiting for Fetch")
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(peer = %id, reason = %e, "peer link closed after its Lineage");
+                    return;
+                }
+            };
+            let table = EpochTable::from_starts(&epochs).ok();
+            (next, table.map(|t| (t, truncatable_from)))
+        }
+        other => (other, None),
+    };
     if matches!(first, PeerMessage::Control { .. }) {
         let result = tokio::select! {
             r = crate::control::serve_inbound(&shared, &id, &mut reader, &mut writer) => r,
@@ -93,7 +114,7 @@ pub async fn serve(
         return;
     }
     let result = tokio::select! {
-        r = follow_session(&shared, &id, peer, first, &mut reader, &mut writer) => r,
+        r = follow_session(&shared, &id, peer, first, lineage, &mut reader, &mut writer) => r,
         _ = shutdown.wait_for(|s| *s) => Ok(()),
     };
     match result {
@@ -107,12 +128,13 @@ async fn follow_session(
     id: &str,
     peer: Option<SocketAddr>,
     first: PeerMessage,
+    lineage: Option<(EpochTable, Lsn)>,
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
 ) -> Result<(), LinkError> {
     let faults = &shared.repl.faults;
     let (prev, addr, generation) = tokio::select! {
-        r = start_session(shared, id, peer, first, writer) => r?,
+        r = start_session(shared, id, peer, first, lineage, writer) => r?,
         e = faults.until_blocked(id) => return Err(e),
     };
     let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +169,7 @@ async fn start_session(
     id: &str,
     peer: Option<SocketAddr>,
     first: PeerMessage,
+    lineage: Option<(EpochTable, Lsn)>,
     writer: &mut LinkWriter,
 ) -> Result<(LogPosition, String, u64), LinkError> {
     let (from, epoch, history, listen_port) = match first {
@@ -185,11 +208,46 @@ async fn start_session(
             (from, state.generation)
         }
         FetchPlan::Snapshot { reason } => {
-            info!(follower = %id, from = %from, reason, "sending a snapshot (full resync)");
-            send_snapshot(shared, writer).await?
+            match cut_point(shared, from, history, history_ours, lineage, state).await {
+                Some(to) => {
+                    info!(follower = %id, from = %from, to = %to, reason,
+                        "the follower cuts its log back to the last entry both logs share");
+                    writer.send(&PeerMessage::Truncate { to }).await?;
+                    (to, state.generation)
+                }
+                None => {
+                    info!(follower = %id, from = %from, reason, "sending a snapshot (full resync)");
+                    send_snapshot(shared, writer).await?
+                }
+            }
         }
     };
     Ok((prev, addr, generation))
+}
+
+/// Where a follower of our history whose log parted from ours (it holds entries we never had)
+/// can cut its log back to and go on from, instead of receiving a snapshot: the last entry
+/// both logs share, found from the epoch tables, if the follower can cut back that far and we
+/// still hold the entries after it.
+async fn cut_point(
+    shared: &Arc<Shared>,
+    from: LogPosition,
+    history: u64,
+    history_ours: u64,
+    lineage: Option<(EpochTable, Lsn)>,
+    state: FeedState,
+) -> Option<LogPosition> {
+    let (theirs, truncatable_from) = lineage?;
+    if history == 0 || history != history_ours || from.lsn == Lsn::ZERO {
+        return None;
+    }
+    let ours = shared.repl.epochs.lock().ok()?.clone();
+    let to = last_shared(&ours, state.last.lsn, &theirs, from.lsn)?;
+    if to.lsn < truncatable_from || to.lsn >= from.lsn {
+        return None;
+    }
+    // We must still hold `to` itself (to check the follower's continuity) or be at it.
+    (epoch_at(shared, to.lsn, state).await == Some(to.epoch)).then_some(to)
 }
 
 /// The epoch of our record at `lsn`: from the feed, the log files, or the snapshot position.

@@ -83,6 +83,23 @@ impl LogWriter {
         }
     }
 
+    /// Removes every record after `lsn` and keeps the rest (a deposed leader that comes back
+    /// drops the records the new leader never had, after the last one they share), once
+    /// everything handed over before is appended; returns how many records were removed.
+    /// Blocks until done; the progress callback then reports `written` and `synced` at most
+    /// `lsn`, which may be lower than before. Records handed over afterwards must start at
+    /// `lsn + 1`. Call it only with `lsn` at or past the snapshot's LSN.
+    ///
+    /// # Errors
+    /// `WalError::TruncateCompacted` when records after `lsn` are no longer kept (a snapshot
+    /// covers them; the log is unchanged); the log failed, or was already poisoned.
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<usize, WalError> {
+        match self {
+            LogWriter::Group(g) => g.truncate_after(lsn),
+            LogWriter::Inline(w) => w.truncate_after(lsn),
+        }
+    }
+
     /// fsyncs of segment files so far.
     pub fn fsync_count(&self) -> u64 {
         match self {

@@ -17,7 +17,7 @@ use crate::{mono_ms, now_ms};
 use bytes::{Bytes, BytesMut};
 use replikv_core::control::ClusterMap;
 use replikv_core::replication::{
-    Answer, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Now, Replicas,
+    Answer, EpochTable, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Now, Replicas,
 };
 use replikv_core::{AckMode, Command, Epoch, LogPosition, Lsn, Reply, Store};
 use replikv_proto::{DownstreamReplica, PeerRecord};
@@ -55,6 +55,9 @@ const EXPIRE_TICK_BUDGET: Duration = Duration::from_millis(5);
 const REPLICATION_TICK: Duration = Duration::from_millis(50);
 
 pub use replikv_core::replication::BatchReply;
+
+/// Bytes of log read at a time while rebuilding the state for a cut.
+const TRUNCATE_READ_BYTES: u64 = 16 << 20;
 
 /// The answer to `REPLICAOF` when the control plane decides who leads.
 const CONTROLLED: &str =
@@ -185,6 +188,14 @@ pub enum NodeMsg {
         last: LogPosition,
         /// `+OK` or an error.
         done: oneshot::Sender<Reply>,
+    },
+    /// The upstream says this replica's log holds entries it never had: cut the log back to
+    /// `to`, the last entry both share, and go on from there.
+    Truncate {
+        /// The last position both logs share.
+        to: LogPosition,
+        /// Done, or why not (the link then asks for a snapshot next time).
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// The control plane applied a new cluster map: lead when it names this node, follow the
     /// leader (or the upstream it names) otherwise.
@@ -401,11 +412,16 @@ impl Node {
             Stats::add(&stats.torn_tails_truncated, 1);
         }
         let replayed = recovery.records.len() as u64;
+        let mut epochs = EpochTable::default();
+        if snapshot_pos.lsn > Lsn::ZERO {
+            let _ = epochs.note(snapshot_pos);
+        }
         for record in &recovery.records {
             let cmd = Command::decode_shared(&record.payload).map_err(|e| {
                 Fatal::Recovery(format!("log record at {} does not decode: {e}", record.pos))
             })?;
             store.apply(&cmd);
+            let _ = epochs.note(record.pos);
         }
         let last = recovery.last.max(snapshot_pos);
         // A leader starts a new epoch at every start: followers may hold entries of the old
@@ -506,6 +522,7 @@ impl Node {
         if config.control_plane() {
             machine.require_lease();
         }
+        machine.set_epochs(epochs);
         let node = Node {
             machine,
             fsync: config.fsync,
@@ -775,6 +792,13 @@ impl Node {
                 let _ = done.send(result);
             }
             NodeMsg::Map(map) => self.on_map(&map),
+            NodeMsg::Truncate { to, done } => {
+                let result = self.on_truncate(to);
+                if let Err(e) = &result {
+                    warn!(to = %to, error = %e, "cannot cut the log back; asking for a snapshot");
+                }
+                let _ = done.send(result);
+            }
             NodeMsg::Lease { epoch, until_ms } => {
                 if self.is_leader() && self.machine.epoch() == epoch {
                     self.machine.grant_lease(until_ms, now(), &mut self.out);
@@ -1210,9 +1234,12 @@ impl Node {
             if self.is_leader() && self.machine.epoch() == map.epoch {
                 return;
             }
-            if self.machine.epoch() > map.epoch {
+            // A node restarted from a map naming it may have lost the unsynced tail of its
+            // log in that epoch, which followers hold: it must not write in that epoch again.
+            // The controller elects anew (perhaps this node, in a fresh epoch).
+            if self.machine.epoch() >= map.epoch {
                 warn!(map_epoch = %map.epoch, epoch = %self.machine.epoch(),
-                    "the map names this node leader in an epoch older than one it has seen; not leading");
+                    "the map names this node leader in an epoch it has already seen; not leading in it again");
                 return;
             }
             let history = if self.meta.history == 0 {
@@ -1455,6 +1482,84 @@ impl Node {
         Ok(())
     }
 
+    /// Cuts this replica's log back to `to` (the last entry it shares with its upstream): the
+    /// state is rebuilt from the local snapshot and the log up to `to`, then the log after
+    /// `to` is removed. What was discarded is counted and logged: under a lossless mode these
+    /// can only be entries no client was told were written.
+    fn on_truncate(&mut self, to: LogPosition) -> Result<(), String> {
+        if self.is_leader() {
+            return Err("this node leads; it cuts nothing".into());
+        }
+        if self.snapshot_running {
+            return Err("a local snapshot is being written".into());
+        }
+        self.flush_records();
+        let old_last = self.machine.last();
+        if to.lsn >= old_last.lsn {
+            return Ok(());
+        }
+        let (mut store, snap_pos) = load_snapshot(&self.snapshot_dir).map_err(|e| e.to_string())?;
+        if snap_pos.lsn > to.lsn {
+            return Err(format!(
+                "the local snapshot at {snap_pos} is past {to}; a full resync is needed"
+            ));
+        }
+        let mut epochs = EpochTable::default();
+        if snap_pos.lsn > Lsn::ZERO {
+            let _ = epochs.note(snap_pos);
+        }
+        let mut next = snap_pos.lsn.next();
+        let mut reached = snap_pos;
+        while next <= to.lsn {
+            let records = self
+                .wal
+                .read_from(next, TRUNCATE_READ_BYTES)
+                .map_err(|e| e.to_string())?;
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                if r.pos.lsn > to.lsn {
+                    break;
+                }
+                let cmd = Command::decode_shared(&r.payload)
+                    .map_err(|e| format!("log record at {} does not decode: {e}", r.pos))?;
+                store.apply(&cmd);
+                let _ = epochs.note(r.pos);
+                reached = r.pos;
+                next = r.pos.lsn.next();
+            }
+        }
+        if reached != to {
+            return Err(format!("the log holds {reached}, not {to}"));
+        }
+        let removed = self.wal.truncate_after(to.lsn).map_err(|e| e.to_string())?;
+        self.count();
+        self.machine.truncate_to(store, to);
+        self.machine.set_epochs(epochs);
+        self.deliver();
+        self.repl.feed.clear();
+        self.feed_generation += 1;
+        let discarded = old_last.lsn.0 - to.lsn.0;
+        Stats::add(&self.stats.entries_truncated, discarded);
+        warn!(to = %to, discarded, removed, old_last = %old_last,
+            "cut the log back to the last entry shared with the upstream");
+        self.repl.record(
+            "truncated",
+            self.machine.epoch(),
+            format!(
+                "discarded {discarded} entries after {to} (up to {old_last}) that the leader never had; {}",
+                if self.machine.config().default_ack == AckMode::Async {
+                    "under async some may have been acknowledged, and are lost"
+                } else {
+                    "the cluster's lossless mode acknowledged none of them"
+                }
+            ),
+        );
+        self.publish_positions();
+        Ok(())
+    }
+
     /// Deletes keys whose TTL has passed, through the log like any write, so replicas and a
     /// restart see the same deletions. Replicas wait for their leader's deletions.
     fn on_tick_expire(&mut self) {
@@ -1525,6 +1630,11 @@ impl Node {
             *p = positions;
             changed
         });
+        if let Ok(mut table) = self.repl.epochs.lock() {
+            if table.starts() != m.epochs().starts() {
+                table.clone_from(m.epochs());
+            }
+        }
         self.repl.feed.publish(FeedState {
             last: m.last(),
             written: Lsn(Stats::get(&self.stats.written_lsn)).min(m.applied()),

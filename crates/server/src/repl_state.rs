@@ -112,6 +112,11 @@ pub struct ReplShared {
     pub events: Mutex<Events>,
     /// The cluster map as this node applied it last (control plane only).
     pub map: watch::Sender<Option<Arc<ClusterMap>>>,
+    /// Where each epoch starts in this node's log (from its snapshot on), for `Lineage` and
+    /// for a returning follower's cut.
+    pub epochs: Mutex<replikv_core::replication::EpochTable>,
+    /// Set when cutting this node's log back failed: the next link asks for a snapshot.
+    pub full_resync_next: std::sync::atomic::AtomicBool,
     /// Where control links deliver what they receive (set once the control task runs).
     pub control_in: OnceLock<mpsc::Sender<(String, ControlMsg)>>,
 }

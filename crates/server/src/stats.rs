@@ -61,6 +61,9 @@ pub struct Stats {
     pub start_unix_ms: AtomicU64,
     /// Torn log tails truncated at start.
     pub torn_tails_truncated: AtomicU64,
+    /// Log entries discarded by cutting this replica's log back to the last entry it shared
+    /// with a new leader (a deposed leader's tail).
+    pub entries_truncated: AtomicU64,
     /// Records replayed from the log at start.
     pub recovered_records: AtomicU64,
     /// Why the node stopped accepting writes, if it did.

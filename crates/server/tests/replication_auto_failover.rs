@@ -364,6 +364,28 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
 
     let leaving = *ports.iter().find(|p| **p != first).unwrap();
     let leaving_id = format!("n{}", ports.iter().position(|p| *p == leaving).unwrap());
+    // A tree: n3 replicates from the founder that stays, by the map.
+    let middle = *ports
+        .iter()
+        .find(|p| **p != first && **p != leaving)
+        .unwrap();
+    let middle_id = format!("n{}", ports.iter().position(|p| *p == middle).unwrap());
+    let reply = Resp::connect(first).call(&["REPLIKV", "MEMBER", "UPSTREAM", "n3", &middle_id]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            match Resp::connect(joiner.port).call(&["ROLE"]) {
+                Frame::Array(items) => items.get(2).map(text) == Some(middle.to_string()),
+                _ => false,
+            }
+        }),
+        "n3 does not replicate from {middle_id}"
+    );
+    assert_eq!(text(&leader.call(&["SET", "tree", "yes"])), "OK");
+    assert!(wait_until(Duration::from_secs(10), || {
+        Resp::connect(joiner.port).call(&["GET", "tree"])
+            == Frame::Bulk(bytes::Bytes::from_static(b"yes"))
+    }));
     eprintln!("phase: remove {leaving_id}");
     let reply = Resp::connect(first).call(&["REPLIKV", "MEMBER", "REMOVE", &leaving_id]);
     assert_eq!(text(&reply), "OK", "{reply:?}");
@@ -388,4 +410,101 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
         Resp::connect(second).call(&["GET", "k42"]),
         Frame::Bulk(bytes::Bytes::from_static(b"v"))
     );
+}
+
+/// A deposed leader that wrote entries no one else has (never acknowledged: `quorum` found no
+/// replica for them) comes back: it cuts its log back to the last entry it shares with the new
+/// leader, counts what it discarded, and follows without a full resync.
+#[test]
+fn a_returning_leader_cuts_its_unacknowledged_tail_instead_of_taking_a_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let nodes = Server::start_controlled_with_env(
+        &paths,
+        &[
+            "--ack",
+            "quorum",
+            "--cluster-size",
+            "3",
+            "--write-ack-timeout-ms",
+            "1500",
+            "--fault-injection",
+        ],
+        &[TESTING],
+    );
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+    let mut c = Resp::connect(first);
+    for i in 0..50 {
+        assert_eq!(text(&c.call(&["SET", &format!("k{i}"), "v"])), "OK");
+    }
+    let id_of = |port: u16| format!("n{}", ports.iter().position(|p| *p == port).unwrap());
+    let old = nodes.iter().find(|n| n.port == first).unwrap();
+    let others: Vec<&Server> = nodes.iter().filter(|n| n.port != first).collect();
+    let block = |node: &Server, peers: Vec<String>| {
+        let spec = serde_json::json!({ "block": peers }).to_string();
+        let (code, body) = node.http("POST", "/faults", Some(&spec));
+        assert_eq!(code, 200, "{body}");
+    };
+    eprintln!("phase: cut the leader off, and write to it at once");
+    block(old, others.iter().map(|o| id_of(o.port)).collect());
+    for o in &others {
+        block(o, vec![id_of(first)]);
+    }
+    let mut pipeline = Vec::new();
+    for i in 0..20 {
+        pipeline.push(vec![format!("SET"), format!("lost{i}"), "x".to_string()]);
+    }
+    let replies = c.pipeline(&pipeline).unwrap();
+    assert!(
+        replies.iter().all(|r| matches!(r, Frame::Error(_))),
+        "the cut-off leader acknowledged a write: {replies:?}"
+    );
+    let other_ports: Vec<u16> = others.iter().map(|o| o.port).collect();
+    let second = wait_leader(&other_ports, None, Duration::from_secs(20));
+    let mut new = Resp::connect(second);
+    assert_eq!(text(&new.call(&["SET", "after", "failover"])), "OK");
+
+    eprintln!("phase: heal; the old leader cuts its tail and follows");
+    for n in &nodes {
+        let (code, body) = n.http("DELETE", "/faults", None);
+        assert_eq!(code, 200, "{body}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            Resp::connect(first).call(&["GET", "after"])
+                == Frame::Bulk(bytes::Bytes::from_static(b"failover"))
+        }),
+        "the old leader did not catch up:\n{}",
+        old.log_text()
+    );
+    assert_eq!(Resp::connect(first).call(&["GET", "lost0"]), Frame::Null);
+    let status: serde_json::Value = serde_json::from_str(&old.http_get("/status").1).unwrap();
+    let kinds: Vec<&str> = status["replication"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"truncated"), "{kinds:?}");
+    assert!(!kinds.contains(&"snapshot_installed"), "{kinds:?}");
+    let discarded = status["log"]["entries_truncated"].as_u64().unwrap_or(0);
+    assert!(
+        (1..=20).contains(&discarded),
+        "discarded {discarded}: {status}"
+    );
+    let detail = status["replication"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "truncated")
+        .map(|e| e["detail"].to_string())
+        .unwrap_or_default();
+    eprintln!("truncated: {detail}");
+    let metrics = old.http_get("/metrics").1;
+    assert!(
+        metrics.contains("replikv_log_entries_truncated_total"),
+        "{metrics}"
+    );
+    common::assert_same_contents(second, first, "the old leader after its cut");
 }

@@ -71,6 +71,21 @@ pub enum WalError {
         /// The first LSN the log still holds.
         first: Lsn,
     },
+    /// [`Wal::truncate_after`](crate::Wal::truncate_after) would have to remove records the
+    /// log no longer holds: some record after `lsn` was compacted away, or lies in a gap a
+    /// snapshot covers. Those records are in a snapshot, so they were applied and cannot be
+    /// taken back by truncating the log. Nothing was removed.
+    #[error(
+        "cannot truncate the log back to lsn {lsn}: records after it were compacted away or a \
+         snapshot covers them; the log can be truncated back to lsn {lsn_min} at the earliest"
+    )]
+    TruncateCompacted {
+        /// The LSN asked to truncate back to.
+        lsn: Lsn,
+        /// The lowest LSN the log can be truncated back to: every record from `lsn_min + 1` to
+        /// the end of the log is held, without gaps.
+        lsn_min: Lsn,
+    },
     /// The group-commit thread is gone (it panicked, or was shut down).
     #[error("the group-commit writer thread has stopped")]
     WriterStopped,

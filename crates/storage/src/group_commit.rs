@@ -4,8 +4,8 @@
 //! The thread's loop: block for the first request, drain whatever else is queued (at most
 //! [`GROUP_COMMIT_DRAIN_MAX`] requests), append every batch, write them with one `write` call,
 //! then per [`FsyncPolicy`] fsync once and report through `on_progress`. Control requests
-//! (`sync_now`, `compact`, `read_from`, `reset`, `shutdown`) travel the same queue, so each
-//! sees every batch submitted before it.
+//! (`sync_now`, `compact`, `read_from`, `reset`, `truncate_after`, `shutdown`) travel the same
+//! queue, so each sees every batch submitted before it.
 //!
 //! After the first failure (I/O, or a batch that does not continue the log) the writer calls
 //! `on_progress(Err(..))` once and then refuses everything: batches are dropped and requests
@@ -58,6 +58,7 @@ enum Request {
         reply: Sender<Result<Vec<LogRecord>, WalError>>,
     },
     Reset(LogPosition, Sender<Result<(), WalError>>),
+    TruncateAfter(Lsn, Sender<Result<usize, WalError>>),
     Shutdown(Sender<Result<(), WalError>>),
 }
 
@@ -191,6 +192,21 @@ impl GroupCommit {
         self.call(|reply| Request::Reset(after, reply))
     }
 
+    /// Removes every record after `lsn` and keeps the rest; returns how many records were
+    /// removed; see [`Wal::truncate_after`]. Runs on the writer thread once every batch
+    /// submitted before it is appended (their records past `lsn` are removed too, without
+    /// being written when they were still buffered), and blocks until done. Before it returns,
+    /// `on_progress` is called with the log's `written` and `synced`, both at most `lsn`
+    /// (possibly lower than reported before), even when nothing was removed. Batches submitted
+    /// afterwards must start at `lsn + 1`.
+    ///
+    /// # Errors
+    /// As [`Wal::truncate_after`]; a failure that poisons the log is reported through
+    /// `on_progress`; [`WalError::Poisoned`] once the writer failed.
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<usize, WalError> {
+        self.call(|reply| Request::TruncateAfter(lsn, reply))
+    }
+
     /// Counters for metrics.
     #[must_use]
     pub fn stats(&self) -> GroupCommitStats {
@@ -306,6 +322,9 @@ impl Writer {
                     }
                     Request::Reset(after, reply) => {
                         let _sent = reply.send(self.on_reset(after, on_progress));
+                    }
+                    Request::TruncateAfter(lsn, reply) => {
+                        let _sent = reply.send(self.on_truncate_after(lsn, on_progress));
                     }
                     Request::Shutdown(reply) => {
                         // `shutdown` consumes the only handle, so nothing follows it.
@@ -458,15 +477,27 @@ impl Writer {
             }
             return Err(e);
         }
-        // Reported even when unchanged, and although it may go backwards: the caller learns
-        // the new positions before `reset` returns.
-        self.publish_counters();
-        self.reported = WalProgress {
-            written: self.wal.written_lsn(),
-            synced: self.wal.synced_lsn(),
-        };
-        on_progress(Ok(self.reported));
+        self.report_forced(on_progress);
         Ok(())
+    }
+
+    fn on_truncate_after(&mut self, lsn: Lsn, on_progress: &ProgressFn) -> Result<usize, WalError> {
+        if self.failed {
+            return Err(WalError::Poisoned);
+        }
+        // Unlike a reset, batches queued before are not written first: the truncation drops
+        // their records past `lsn` from the buffer, and the rest are written with the round.
+        let removed = match self.wal.truncate_after(lsn) {
+            Ok(removed) => removed,
+            Err(e) => {
+                if self.wal.is_poisoned() {
+                    self.fail(&e, on_progress);
+                }
+                return Err(e);
+            }
+        };
+        self.report_forced(on_progress);
+        Ok(removed)
     }
 
     /// Syncs the log and notes when.
@@ -488,6 +519,17 @@ impl Writer {
         self.failed = true;
         on_progress(Err(error.to_string()));
         None
+    }
+
+    /// Reports progress after a reset or a truncation: even when unchanged, and although it
+    /// may go backwards, so the caller learns the new positions before the call returns.
+    fn report_forced(&mut self, on_progress: &ProgressFn) {
+        self.publish_counters();
+        self.reported = WalProgress {
+            written: self.wal.written_lsn(),
+            synced: self.wal.synced_lsn(),
+        };
+        on_progress(Ok(self.reported));
     }
 
     /// Reports progress when it moved since the last report.

@@ -48,11 +48,12 @@ pub struct InlineWal {
 /// State shared by callers and the syncer thread.
 struct Shared {
     /// Held only to append+write, to take a sync handle, to mark it synced, and (longer) by
-    /// `compact`, `read_from` and `reset`. Never held across the syncer's fsync.
+    /// `compact`, `read_from`, `reset` and `truncate_after`. Never held across the syncer's
+    /// fsync.
     wal: Mutex<Wal>,
-    /// Serializes syncs, resets and progress reports, so `synced` is reported in order and no
-    /// sync straddles a reset. Taken before `wal` when both are needed; never taken while
-    /// holding `wal`.
+    /// Serializes syncs, resets, truncations and progress reports, so `synced` is reported in
+    /// order and no sync straddles a reset or a truncation. Taken before `wal` when both are
+    /// needed; never taken while holding `wal`.
     reporter: Mutex<Reporter>,
     records_written: AtomicU64,
     fsyncs: AtomicU64,
@@ -242,8 +243,50 @@ impl InlineWal {
         };
         match result {
             Ok(progress) => {
-                reporter.report_reset(progress);
+                reporter.report_forced(progress);
                 Ok(())
+            }
+            Err((e, true)) => Err(reporter.fail_with(e)),
+            Err((e, false)) => Err(e),
+        }
+    }
+
+    /// Removes every record after `lsn` and keeps the rest; returns how many records were
+    /// removed; see [`Wal::truncate_after`]. Every append that returned before it was written;
+    /// appends wait while it runs. It waits for a sync in progress (the syncer's included), so
+    /// no fsync taken before the truncation is reported after it. Before it returns,
+    /// `on_progress` is called with the log's `written` and `synced`, both at most `lsn`
+    /// (possibly lower than reported before), even when nothing was removed. Appends
+    /// afterwards must start at `lsn + 1`.
+    ///
+    /// # Errors
+    /// As [`Wal::truncate_after`]; a failure that poisons the log is reported through
+    /// `on_progress`; [`WalError::Poisoned`].
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<usize, WalError> {
+        // The reporter first, as in `reset`: a sync holds it from taking its handle to
+        // reporting, so none straddles the truncation.
+        let mut reporter = self.shared.lock_reporter()?;
+        let result = {
+            let mut wal = self.shared.lock_wal()?;
+            let result = wal.truncate_after(lsn);
+            // The cut segment's fsync counts.
+            self.shared
+                .fsyncs
+                .store(wal.stats().fsyncs, Ordering::Relaxed);
+            result
+                .map(|removed| {
+                    let progress = WalProgress {
+                        written: wal.written_lsn(),
+                        synced: wal.synced_lsn(),
+                    };
+                    (removed, progress)
+                })
+                .map_err(|e| (e, wal.is_poisoned()))
+        };
+        match result {
+            Ok((removed, progress)) => {
+                reporter.report_forced(progress);
+                Ok(removed)
             }
             Err((e, true)) => Err(reporter.fail_with(e)),
             Err((e, false)) => Err(e),
@@ -397,8 +440,9 @@ impl Reporter {
         error
     }
 
-    /// Reports the progress after a reset: always, and although it may go backwards.
-    fn report_reset(&mut self, now: WalProgress) {
+    /// Reports the progress after a reset or a truncation: always, and although it may go
+    /// backwards.
+    fn report_forced(&mut self, now: WalProgress) {
         if self.failed {
             return;
         }

@@ -16,7 +16,8 @@
 //!   every chunk checked.
 //! - Retention: [`Wal::compact`] drops segments a snapshot covers, keeping
 //!   [`WalOptions::retention_bytes`] of log for replicas. [`Wal::reset`] discards the whole
-//!   log for a follower bootstrapped from a snapshot.
+//!   log for a follower bootstrapped from a snapshot; [`Wal::truncate_after`] drops the
+//!   records after a position, for a deposed leader that comes back and follows.
 //!
 //! Byte layouts are in `docs/design/wal.md`.
 //!
@@ -62,6 +63,8 @@ pub mod stats;
 pub mod wal;
 #[cfg(test)]
 mod wal_test;
+#[cfg(test)]
+mod wal_truncate_test;
 
 pub use error::WalError;
 pub use group_commit::{FsyncPolicy, GroupCommit, WalProgress, GROUP_COMMIT_DRAIN_MAX};

@@ -2,7 +2,9 @@
 
 use crate::error::WalError;
 use crate::fs_util::{ensure_dir, fsync_dir};
-use crate::record::{encode_record, LogRecord, RECORD_PAYLOAD_BYTES_MAX};
+use crate::record::{
+    encode_record, read_u32, read_u64, LogRecord, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+};
 use crate::recovery::{scan_dir, Recovery};
 use crate::segment::{
     encode_segment_header, list_segment_files, scan_segment, segment_file_name, Segment,
@@ -12,7 +14,7 @@ use crate::spare::{
     spare_remove_stale, zero_filled_file_create, Spare, PREALLOCATE_BYTES_MAX, SPARE_FILE_NAME,
 };
 use crate::stats::WalStats;
-use replikv_core::{LogPosition, Lsn};
+use replikv_core::{Epoch, LogPosition, Lsn};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -92,7 +94,8 @@ pub struct Wal {
     /// Last LSN fsynced (or covered by the snapshot at open). `synced <= written`.
     synced: Lsn,
     poisoned: bool,
-    /// Resets since the log was opened: tells a [`SyncHandle`] of a discarded log apart.
+    /// Resets and truncations since the log was opened: tells a [`SyncHandle`] taken before
+    /// records were discarded apart.
     resets: u64,
     stats: WalStats,
     #[cfg(test)]
@@ -109,6 +112,9 @@ pub(crate) struct FaultPlan {
     pub fsync_fails_after: Option<u64>,
     /// Report every spare segment prepared ahead as failed when a roll takes it.
     pub spare_fails: bool,
+    /// Stop a truncation, as a crash would, once this many more of its durable steps are
+    /// done: it returns an error and poisons the log, leaving the disk as that step left it.
+    pub truncate_crash_after: Option<u64>,
 }
 
 /// A duplicate handle of the active segment taken by [`Wal::sync_handle`], to fdatasync without
@@ -119,7 +125,7 @@ pub(crate) struct SyncHandle {
     path: PathBuf,
     /// The last LSN written to the OS when the handle was taken.
     pub(crate) written: Lsn,
-    /// The log's reset count when the handle was taken.
+    /// The log's count of resets and truncations when the handle was taken.
     resets: u64,
     /// The failure the test plan injects into this fsync.
     #[cfg(test)]
@@ -545,7 +551,7 @@ impl Wal {
         self.check_usable()?;
         assert_eq!(
             handle.resets, self.resets,
-            "a sync handle taken before a reset is reported after it"
+            "a sync handle taken before a reset or truncation is reported after it"
         );
         if let Err(e) = result {
             return Err(self.poison(WalError::io("fsync segment", &handle.path, e)));
@@ -633,13 +639,13 @@ impl Wal {
             .checked_sub(1);
         if let Some(index) = holds_next {
             let (_, path) = files.remove(index);
-            reset_remove_segment(&path).map_err(|e| self.poison(e))?;
+            segment_remove(&path).map_err(|e| self.poison(e))?;
             if !files.is_empty() {
                 fsync_dir(&dir).map_err(|e| self.poison(e))?;
             }
         }
         for (_, path) in &files {
-            reset_remove_segment(path).map_err(|e| self.poison(e))?;
+            segment_remove(path).map_err(|e| self.poison(e))?;
         }
         fsync_dir(&dir).map_err(|e| self.poison(e))?;
         tracing::info!(
@@ -655,6 +661,320 @@ impl Wal {
         self.resets += 1;
         self.spare_start_if_due();
         self.check_invariants();
+        Ok(())
+    }
+
+    /// Removes every record after `lsn` and keeps every record at or before it, durably;
+    /// returns how many records were removed (written or buffered). A node that led, was
+    /// deposed and comes back holds records the new leader never had: it truncates its log
+    /// after the last record the two share and follows from there, instead of being sent a
+    /// whole snapshot. `lsn` at or past the last record: nothing to do, `Ok(0)`.
+    ///
+    /// Afterwards the next record appended must have LSN `lsn + 1` (in an epoch at least that
+    /// of the record at `lsn`); [`last_position`](Wal::last_position) is the record at `lsn`
+    /// (or the last one before a gap a snapshot covers, or LSN 0); and
+    /// [`written_lsn`](Wal::written_lsn) and [`synced_lsn`](Wal::synced_lsn) are at most `lsn`,
+    /// which may be lower than before. When a written record was removed both are exactly
+    /// `lsn`: the cut segment is fsynced, and older segments were fsynced when the log rolled
+    /// past them. [`Wal::open`] then finds exactly the records up to `lsn`.
+    ///
+    /// Call it only with `lsn` at or past the LSN of the node's snapshot: records a snapshot
+    /// covers were applied and cannot be taken back. The log refuses what it can see (a record
+    /// after `lsn` compacted away or in a gap a snapshot covers), not a snapshot covering
+    /// records it still holds for retention.
+    ///
+    /// Steps, in this order:
+    /// 1. Find where record `lsn + 1` starts, reading the segment that holds it when it was
+    ///    written. Nothing has changed yet.
+    /// 2. When `lsn + 1` is buffered, drop it and every record after it from the buffer. No
+    ///    I/O: nothing on disk holds them, and every buffered record comes after every written
+    ///    one.
+    /// 3. Otherwise every buffered record comes after `lsn + 1` and is dropped, and on disk:
+    ///    a. remove the segments after the one holding `lsn + 1`, newest first, fsyncing the
+    ///    directory after each removal;
+    ///    b. cut the segment holding `lsn + 1` at that record's offset (`set_len`, then an
+    ///    fsync of the file), or, when `lsn + 1` is its first record, remove it and fsync the
+    ///    directory. The segment before it then takes the appends, at its logical end.
+    ///
+    /// Crash safety: after every step the disk holds a prefix of the old log at least as long
+    /// as the truncated one, so `open` after a crash finds the old log, the truncated one or a
+    /// log between the two; never a gap, and never a record past `lsn` once this returned.
+    /// Newest first is what keeps it a prefix: cutting the segment before its successors are
+    /// gone, or removing one before a newer one, would leave segments past a gap, which `open`
+    /// refuses as [`WalError::Corrupt`] (entries missing). Each removal is made durable before
+    /// the next because a file system may persist unlinks in one directory in any order. The
+    /// cut is one `set_len`, whose new size is either durable or not; cutting by writing zeros
+    /// instead (keeping a preallocated file's length) could persist some zeroed blocks and not
+    /// others, leaving records after zeros that `open` takes for corruption. So a cut segment
+    /// ends at its last record, without zero fill, and grows by appending until the log rolls
+    /// (the log reads segments written both ways). A crash before this returns may leave
+    /// records past `lsn`; run it again after `open`.
+    ///
+    /// The spare segment is kept: it holds no log data and names no LSN. A
+    /// [`LogCursor`](crate::LogCursor) that read records past `lsn` must be dropped: records
+    /// appended afterwards take their place in the same file and it cannot tell.
+    ///
+    /// # Errors
+    /// [`WalError::TruncateCompacted`] (the log is unchanged); I/O failure or corruption
+    /// reading the segment holding `lsn + 1` (the log is unchanged); a failed removal,
+    /// `set_len` or fsync (the log is poisoned: the disk holds a prefix of the old log at
+    /// least as long as the truncated one); [`WalError::Poisoned`].
+    pub fn truncate_after(&mut self, lsn: Lsn) -> Result<usize, WalError> {
+        self.check_usable()?;
+        if lsn.next() >= self.next_lsn {
+            return Ok(0);
+        }
+        let lsn_min = self.truncate_lsn_min();
+        if lsn < lsn_min {
+            return Err(WalError::TruncateCompacted { lsn, lsn_min });
+        }
+        // Every record from `lsn_min + 1` to the end is held, so these are the records removed.
+        let removed = self.next_lsn.0 - lsn.0 - 1;
+        let cut = self.truncate_locate(lsn)?;
+        let seg = &self.segments[cut.index];
+        let prev_in_segment = cut.prev.filter(|p| p.lsn >= seg.first_lsn);
+        if cut.offset >= seg.bytes {
+            // Step 2: `lsn + 1` is buffered; the buffer holds the active segment's bytes after
+            // `seg.bytes`, so the offset into it fits in usize.
+            let keep = usize::try_from(cut.offset - seg.bytes).unwrap_or(usize::MAX);
+            assert_eq!(
+                cut.index + 1,
+                self.segments.len(),
+                "a buffered record outside the active segment"
+            );
+            assert!(
+                keep <= self.buf.len(),
+                "cut at {keep} past the {} buffered bytes",
+                self.buf.len()
+            );
+            assert!(
+                removed <= self.buf_records,
+                "{removed} records to remove, {} buffered",
+                self.buf_records
+            );
+            self.buf.truncate(keep);
+            self.buf_records -= removed;
+            self.segments[cut.index].last = prev_in_segment;
+        } else {
+            assert!(
+                self.written > lsn,
+                "record {} is written but written is {}",
+                lsn.next(),
+                self.written
+            );
+            self.truncate_disk(&cut, prev_in_segment)?;
+            self.buf.clear();
+            self.buf_records = 0;
+            // Written past `lsn` before, so everything up to `lsn` was written, and is durable
+            // now (see the doc comment).
+            self.written = lsn;
+            self.synced = lsn;
+        }
+        tracing::info!(
+            dir = %self.opts.dir.display(),
+            after = %lsn,
+            records_removed = removed,
+            previous_next_lsn = %self.next_lsn,
+            "log truncated"
+        );
+        self.last = cut.prev;
+        self.next_lsn = lsn.next();
+        self.written = self.written.min(lsn);
+        self.synced = self.synced.min(lsn);
+        self.resets += 1;
+        self.spare_start_if_due();
+        self.check_invariants();
+        assert!(
+            self.last.is_none_or(|p| p.lsn <= lsn),
+            "last {:?} past the truncation at {lsn}",
+            self.last
+        );
+        assert!(
+            self.segments
+                .last()
+                .and_then(|s| s.last)
+                .is_none_or(|p| p.lsn <= lsn),
+            "the active segment ends past the truncation at {lsn}"
+        );
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    /// The lowest LSN [`truncate_after`](Wal::truncate_after) may cut back to: one before the
+    /// first record of the run of records that ends the log without a gap (`next_lsn - 1` when
+    /// a snapshot the log was opened after is newer than its last record).
+    fn truncate_lsn_min(&self) -> Lsn {
+        let mut run_first = self.next_lsn;
+        for seg in self.segments.iter().rev() {
+            // A segment with only its header holds no record to break the run.
+            let Some(last) = seg.last else { continue };
+            if last.lsn.next() != run_first {
+                break;
+            }
+            run_first = seg.first_lsn;
+        }
+        Lsn(run_first.0 - 1)
+    }
+
+    /// Step 1 of [`truncate_after`](Wal::truncate_after): where record `lsn + 1` starts and
+    /// the record before it. Reads the segment holding it only when the record before it may
+    /// be written there. `lsn + 1` must be held (see [`Wal::truncate_lsn_min`]).
+    ///
+    /// # Errors
+    /// Reading the segment failed, or it is corrupt before `lsn + 1` or does not hold it.
+    fn truncate_locate(&self, lsn: Lsn) -> Result<TruncateCut, WalError> {
+        let target = lsn.next();
+        let index = self
+            .segments
+            .partition_point(|s| s.first_lsn <= target)
+            .checked_sub(1);
+        let Some(index) = index else {
+            unreachable!("lsn {target} is held but no segment starts at or before it");
+        };
+        let seg = &self.segments[index];
+        assert!(
+            seg.last.is_some_and(|p| p.lsn >= target),
+            "segment {} does not hold lsn {target}: last {:?}",
+            seg.first_lsn,
+            seg.last
+        );
+        let prev_segment_last = index.checked_sub(1).and_then(|i| self.segments[i].last);
+        if target == seg.first_lsn {
+            return Ok(TruncateCut {
+                index,
+                offset: SEGMENT_HEADER_BYTES as u64,
+                prev: prev_segment_last,
+            });
+        }
+        let is_active = index + 1 == self.segments.len();
+        let buf_first = Lsn(self.next_lsn.0 - self.buf_records);
+        if is_active && self.buf_records > 0 && target > buf_first {
+            let (at, prev) = self.truncate_locate_buffered(target);
+            return Ok(TruncateCut {
+                index,
+                offset: seg.bytes + at as u64,
+                prev: Some(prev),
+            });
+        }
+        // The record before `lsn + 1` is written in this segment: find it in the file.
+        let data = read_prefix(&seg.path, seg.bytes)?;
+        let mut at = SEGMENT_HEADER_BYTES as u64;
+        let mut found = false;
+        let mut prev = prev_segment_last;
+        let scan = scan_segment(&data, seg.first_lsn, prev_segment_last, |record| {
+            if found || record.pos.lsn >= target {
+                found = true;
+                return;
+            }
+            at += record.encoded_len() as u64;
+            prev = Some(record.pos);
+        });
+        // A bad record after `lsn + 1` would be cut off anyway; one before it is corruption.
+        if let Some(bad) = scan.bad.filter(|_| !found) {
+            return Err(WalError::corrupt(&seg.path, bad.offset, bad.reason));
+        }
+        let buffered = is_active && self.buf_records > 0 && target == buf_first;
+        let expected_at = if buffered { seg.bytes } else { at };
+        if found == buffered || at != expected_at || prev.is_none_or(|p| p.lsn.next() != target) {
+            return Err(WalError::corrupt(
+                &seg.path,
+                at,
+                format!(
+                    "record {target} not where the log wrote it: the file's records end at \
+                     offset {} with {:?}, the log expects {} bytes",
+                    scan.valid_end, scan.last, seg.bytes
+                ),
+            ));
+        }
+        Ok(TruncateCut {
+            index,
+            offset: at,
+            prev,
+        })
+    }
+
+    /// Offset in the write buffer of buffered record `target`, which is not the first one
+    /// buffered, and the position of the record before it.
+    fn truncate_locate_buffered(&self, target: Lsn) -> (usize, LogPosition) {
+        let mut at = 0;
+        let mut prev = None;
+        while at < self.buf.len() {
+            let pos = LogPosition {
+                epoch: Epoch(read_u64(&self.buf, at + 8)),
+                lsn: Lsn(read_u64(&self.buf, at + 16)),
+            };
+            if pos.lsn == target {
+                let Some(prev) = prev else {
+                    unreachable!("lsn {target} is the first buffered record");
+                };
+                return (at, prev);
+            }
+            prev = Some(pos);
+            // A length this log encoded: at most RECORD_PAYLOAD_BYTES_MAX, fits in usize.
+            at += RECORD_HEADER_BYTES + read_u32(&self.buf, at) as usize;
+        }
+        unreachable!("lsn {target} is not in the write buffer");
+    }
+
+    /// Step 3 of [`truncate_after`](Wal::truncate_after): removes the segments after the one
+    /// holding `lsn + 1`, newest first, then cuts that one at `cut.offset` or removes it. Keeps
+    /// `segments` matching the disk and leaves `active` alone until the end, so that on a
+    /// failure (which poisons the log) the invariants still hold. `prev_in_segment` is the
+    /// cut segment's last record afterwards.
+    fn truncate_disk(
+        &mut self,
+        cut: &TruncateCut,
+        prev_in_segment: Option<LogPosition>,
+    ) -> Result<(), WalError> {
+        let dir = self.opts.dir.clone();
+        while self.segments.len() > cut.index + 1 {
+            let Some(seg) = self.segments.last() else {
+                unreachable!("more segments than the index of one of them");
+            };
+            let path = seg.path.clone();
+            segment_remove(&path).map_err(|e| self.poison(e))?;
+            fsync_dir(&dir).map_err(|e| self.poison(e))?;
+            self.segments.pop();
+            self.truncate_crash_point()?;
+        }
+        let path = self.segments[cut.index].path.clone();
+        if cut.offset == SEGMENT_HEADER_BYTES as u64 {
+            segment_remove(&path).map_err(|e| self.poison(e))?;
+            fsync_dir(&dir).map_err(|e| self.poison(e))?;
+            self.segments.pop();
+            self.truncate_crash_point()?;
+            self.active = match self.segments.last() {
+                None => None,
+                Some(seg) => {
+                    let (path, bytes) = (seg.path.clone(), seg.bytes);
+                    let file = segment_open_at(&path, bytes).map_err(|e| self.poison(e))?;
+                    Some(file)
+                }
+            };
+            return Ok(());
+        }
+        let file = truncate_cut_segment(&path, cut.offset).map_err(|e| self.poison(e))?;
+        self.stats.fsyncs += 1;
+        self.active = Some(file);
+        let seg = &mut self.segments[cut.index];
+        seg.bytes = cut.offset;
+        seg.last = prev_in_segment;
+        Ok(())
+    }
+
+    /// Ends a truncation here, as a crash would, when the test plan calls for it.
+    #[cfg_attr(not(test), allow(clippy::unused_self, clippy::unnecessary_wraps))]
+    fn truncate_crash_point(&mut self) -> Result<(), WalError> {
+        #[cfg(test)]
+        match self.faults.truncate_crash_after {
+            Some(0) => {
+                self.faults.truncate_crash_after = None;
+                let crash = std::io::Error::other("injected crash during truncation");
+                let error = WalError::io("truncate log", &self.opts.dir, crash);
+                return Err(self.poison(error));
+            }
+            Some(n) => self.faults.truncate_crash_after = Some(n - 1),
+            None => {}
+        }
         Ok(())
     }
 
@@ -867,13 +1187,56 @@ impl Drop for Wal {
     }
 }
 
-/// Removes a segment file for [`Wal::reset`]; one already gone is fine.
-fn reset_remove_segment(path: &Path) -> Result<(), WalError> {
+/// Removes a segment file for [`Wal::reset`] or [`Wal::truncate_after`]; one already gone is
+/// fine.
+fn segment_remove(path: &Path) -> Result<(), WalError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(WalError::io("remove segment", path, e)),
     }
+}
+
+/// Where [`Wal::truncate_after`] cuts: record `lsn + 1` and the record before it.
+#[derive(Debug)]
+struct TruncateCut {
+    /// Index in `segments` of the segment holding `lsn + 1`.
+    index: usize,
+    /// Offset of record `lsn + 1` in that segment, buffered bytes counted after the written
+    /// ones: below the segment's `bytes` when the record is written.
+    offset: u64,
+    /// The record before `lsn + 1` in the log (at `lsn`, or the last before a gap a snapshot
+    /// covers); `None` when the log holds none.
+    prev: Option<LogPosition>,
+}
+
+/// Cuts a segment file at `offset` (`set_len`), fsyncs it and returns it opened for writing,
+/// positioned there.
+fn truncate_cut_segment(path: &Path, offset: u64) -> Result<File, WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io("open segment", path, e))?;
+    file.set_len(offset)
+        .map_err(|e| WalError::io("cut segment", path, e))?;
+    // `sync_all`: the new length is metadata.
+    file.sync_all()
+        .map_err(|e| WalError::io("fsync segment", path, e))?;
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| WalError::io("seek segment", path, e))?;
+    Ok(file)
+}
+
+/// Opens a segment file for writing, positioned at `offset` (its logical end).
+fn segment_open_at(path: &Path, offset: u64) -> Result<File, WalError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io("open segment", path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| WalError::io("seek segment", path, e))?;
+    Ok(file)
 }
 
 /// Reads the first `len` bytes of a file (fewer when it is shorter).

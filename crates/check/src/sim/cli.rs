@@ -4,7 +4,8 @@
 //! arguments.
 
 use super::config::{
-    Faults, Properties, Property, SimConfig, SimReport, DURATION_MS_MAX, NODES_MAX,
+    quantile, ControlBug, Failover, Faults, Properties, Property, SimConfig, SimReport,
+    DURATION_MS_MAX, NODES_MAX,
 };
 use super::run;
 use replikv_core::AckMode;
@@ -47,6 +48,18 @@ pub struct SimArgs {
     /// No operator failover while the leader is down.
     #[arg(long)]
     pub no_promote: bool,
+    /// Who fails over: `operator` (promote the most up-to-date replica while the leader is
+    /// down) or `auto` (every node runs the control plane, which elects the leader).
+    #[arg(long, default_value = "operator")]
+    pub failover: String,
+    /// Plant a control-plane bug (with `--failover auto`), to see the checks catch it:
+    /// `grant-without-read-index`, `lease-too-long` or `election-ignores-mode`.
+    #[arg(long, default_value = "none")]
+    pub plant: String,
+    /// With `--failover auto`: a node that led before a crash restarts in an epoch past the
+    /// highest it has seen (a proposed fix; the server today restarts at the highest seen).
+    #[arg(long)]
+    pub fence_restart: bool,
     /// Properties to report without failing, comma-separated: commit-rule, log-matching,
     /// convergence, lost-writes, linearizability, progress.
     #[arg(long, default_value = "")]
@@ -54,6 +67,10 @@ pub struct SimArgs {
     /// Print the trace of every event (use with --seed).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Print each run's one-line report (and, under `--failover auto`, its elections and
+    /// scenarios): for choosing seeds that hit a scenario.
+    #[arg(long)]
+    pub per_seed: bool,
 }
 
 /// Runs `replikv sim`; returns the exit status.
@@ -98,6 +115,17 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
             }
         }
     }
+    let Some(failover) = Failover::parse(&args.failover) else {
+        eprintln!(
+            "replikv sim: unknown failover `{}` (operator or auto)",
+            args.failover
+        );
+        return Ok(EXIT_USAGE);
+    };
+    let Some(plant) = ControlBug::parse(&args.plant) else {
+        eprintln!("replikv sim: unknown planted bug `{}`", args.plant);
+        return Ok(EXIT_USAGE);
+    };
     let (first, count) = match args.seed {
         Some(s) => (s, 1),
         None => (args.first_seed, args.seeds),
@@ -111,6 +139,9 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
         config.duration_ms = args.duration_ms;
         config.report_only = report_only;
         config.trace = args.verbose;
+        config.failover = failover;
+        config.control_bug = plant;
+        config.fence_restart = args.fence_restart;
         if args.no_promote {
             config.faults = Faults {
                 promote: false,
@@ -118,6 +149,7 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
             };
         }
         let mut sum = Summary::new(mode);
+        sum.auto = failover == Failover::Auto;
         let mode_started = Instant::now();
         for seed in first..first.saturating_add(count) {
             let report = run(seed, &config);
@@ -125,6 +157,8 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
                 for line in &report.trace {
                     writeln!(out, "{line}")?;
                 }
+            }
+            if args.verbose || args.per_seed {
                 print_report(out, &report)?;
             }
             for v in &report.violations {
@@ -139,10 +173,17 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
                 failed = true;
                 writeln!(
                     out,
-                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{} -v",
+                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{}{}{}{} -v",
                     args.nodes,
                     args.duration_ms,
                     if args.no_promote { " --no-promote" } else { "" },
+                    if failover == Failover::Auto { " --failover auto" } else { "" },
+                    if args.fence_restart { " --fence-restart" } else { "" },
+                    if plant == ControlBug::None {
+                        String::new()
+                    } else {
+                        format!(" --plant {}", plant.name())
+                    },
                 )?;
             }
             sum.add(&report);
@@ -170,6 +211,23 @@ struct Summary {
     stale_follower_downs: u64,
     events: u64,
     wall_ms: u128,
+    auto: bool,
+    elections: u64,
+    failovers: u64,
+    failovers_leader_alive: u64,
+    failovers_leader_cut_off: u64,
+    failovers_max_in_5s: u64,
+    elections_past_lagging: u64,
+    stepped_down: u64,
+    replica_partitions: u64,
+    divergent_resyncs: u64,
+    divergent_entries: u64,
+    failover_ms: Vec<u64>,
+    elected_ms: Vec<u64>,
+    ridden_out: u64,
+    healed_write_ms: Vec<u64>,
+    run_medians_ms: Vec<u64>,
+    control_events: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -189,6 +247,23 @@ impl Summary {
             stale_follower_downs: 0,
             events: 0,
             wall_ms: 0,
+            auto: false,
+            elections: 0,
+            failovers: 0,
+            failovers_leader_alive: 0,
+            failovers_leader_cut_off: 0,
+            failovers_max_in_5s: 0,
+            elections_past_lagging: 0,
+            stepped_down: 0,
+            replica_partitions: 0,
+            divergent_resyncs: 0,
+            divergent_entries: 0,
+            failover_ms: Vec::new(),
+            elected_ms: Vec::new(),
+            ridden_out: 0,
+            healed_write_ms: Vec::new(),
+            run_medians_ms: Vec::new(),
+            control_events: BTreeMap::new(),
         }
     }
 
@@ -209,6 +284,42 @@ impl Summary {
         self.lost_permitted += r.lost_writes_permitted;
         self.stale_follower_downs += r.stale_follower_downs;
         self.events += r.events;
+        let a = &r.auto;
+        self.elections += a.elections;
+        self.failovers += a.failovers;
+        self.failovers_leader_alive += a.failovers_leader_alive;
+        self.failovers_leader_cut_off += a.failovers_leader_cut_off;
+        self.failovers_max_in_5s = self.failovers_max_in_5s.max(a.failovers_max_in_5s);
+        self.elections_past_lagging += a.elections_past_lagging;
+        self.stepped_down += a.stepped_down;
+        self.replica_partitions += a.replica_partitions;
+        self.divergent_resyncs += a.divergent_resyncs;
+        self.divergent_entries += a.divergent_entries;
+        self.failover_ms.extend(&a.failover_ms);
+        self.elected_ms.extend(&a.elected_ms);
+        self.ridden_out += a.leader_faults_ridden_out;
+        self.healed_write_ms.extend(a.healed_write_ms);
+        self.run_medians_ms.extend(quantile(&a.failover_ms, 0.5));
+        for (k, v) in &a.events {
+            *self.control_events.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+}
+
+/// `median / p99 / max (n)` of `values`, in ms.
+fn spread(values: &[u64]) -> String {
+    match (
+        quantile(values, 0.5),
+        quantile(values, 0.99),
+        values.iter().max(),
+    ) {
+        (Some(m), Some(p), Some(x)) => {
+            format!(
+                "median {m} / p99 {p} / max {x} ms ({} of them)",
+                values.len()
+            )
+        }
+        _ => "none".to_string(),
     }
 }
 
@@ -227,7 +338,31 @@ fn print_report(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
         r.events,
         r.end_ms,
         r.trace_digest
-    )
+    )?;
+    let a = &r.auto;
+    if a.elections > 0 || !a.events.is_empty() {
+        writeln!(
+            out,
+            "  elections {}; failovers {} (leader alive {}, cut off {}, most in 5 s {}); \
+             past a lagging replica {}; stepped down {}; replica partitions {}; \
+             divergent resyncs {} ({} entries); failover time {}; \
+             first write after healing {:?} ms; controller events {:?}",
+            a.elections,
+            a.failovers,
+            a.failovers_leader_alive,
+            a.failovers_leader_cut_off,
+            a.failovers_max_in_5s,
+            a.elections_past_lagging,
+            a.stepped_down,
+            a.replica_partitions,
+            a.divergent_resyncs,
+            a.divergent_entries,
+            spread(&a.failover_ms),
+            a.healed_write_ms,
+            a.events
+        )?;
+    }
+    Ok(())
 }
 
 fn print_summary(out: &mut impl Write, rows: &[Summary], wall_ms: u128) -> std::io::Result<()> {
@@ -278,6 +413,51 @@ fn print_summary(out: &mut impl Write, rows: &[Summary], wall_ms: u128) -> std::
                 "",
                 list.join(", ")
             )?;
+        }
+        if s.auto {
+            writeln!(
+                out,
+                "{:<12} elections {}; failovers {} (leader alive {}, cut off {}, most in 5 s {}); past a lagging replica {}; stepped down {}; replica partitions {}; divergent resyncs {} ({} entries); pauses {}; slow {}",
+                "",
+                s.elections,
+                s.failovers,
+                s.failovers_leader_alive,
+                s.failovers_leader_cut_off,
+                s.failovers_max_in_5s,
+                s.elections_past_lagging,
+                s.stepped_down,
+                s.replica_partitions,
+                s.divergent_resyncs,
+                s.divergent_entries,
+                f("pause"),
+                f("slow")
+            )?;
+            writeln!(
+                out,
+                "{:<12} failover (fault on the leader -> first write in a newer epoch): {}; per-run medians: {}; leader faults ridden out: {}",
+                "",
+                spread(&s.failover_ms),
+                spread(&s.run_medians_ms),
+                s.ridden_out
+            )?;
+            writeln!(
+                out,
+                "{:<12} of which the election (fault on the leader -> Elect of a newer epoch applied): {}",
+                "",
+                spread(&s.elected_ms)
+            )?;
+            writeln!(
+                out,
+                "{:<12} first write after the faults ended: {}",
+                "",
+                spread(&s.healed_write_ms)
+            )?;
+            let events: Vec<String> = s
+                .control_events
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(out, "{:<12} controller events: {}", "", events.join(", "))?;
         }
         if s.stale_follower_downs > 0 {
             writeln!(

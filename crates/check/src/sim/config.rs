@@ -33,17 +33,31 @@ pub enum Property {
     Linearizability,
     /// The run ended within its event budget, and the simulator's own bookkeeping held.
     Progress,
+    /// No two nodes acknowledge writes in the same epoch (automatic failover).
+    OneLeaderPerEpoch,
+    /// At no instant do two nodes lead with a valid lease (automatic failover).
+    LeaseSafety,
+    /// An elected node holds every write acknowledged before its election (automatic
+    /// failover, modes other than `async`).
+    ElectionKeepsWrites,
+    /// After the faults end, a leader takes writes within the bound (automatic failover):
+    /// late is a finding, never is a violation.
+    Liveness,
 }
 
 impl Property {
     /// Every property.
-    pub const ALL: [Property; 6] = [
+    pub const ALL: [Property; 10] = [
         Property::CommitRule,
         Property::LogMatching,
         Property::Convergence,
         Property::LostWrites,
         Property::Linearizability,
         Property::Progress,
+        Property::OneLeaderPerEpoch,
+        Property::LeaseSafety,
+        Property::ElectionKeepsWrites,
+        Property::Liveness,
     ];
 
     /// The property's name on the command line and in reports.
@@ -56,6 +70,10 @@ impl Property {
             Property::LostWrites => "lost-writes",
             Property::Linearizability => "linearizability",
             Property::Progress => "progress",
+            Property::OneLeaderPerEpoch => "one-leader-per-epoch",
+            Property::LeaseSafety => "lease-safety",
+            Property::ElectionKeepsWrites => "election-keeps-writes",
+            Property::Liveness => "liveness",
         }
     }
 
@@ -78,7 +96,7 @@ pub type FetchRule = fn(LogPosition, u64, u64, LogPosition, Option<Epoch>) -> Fe
 
 /// A set of [`Property`]s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Properties(u8);
+pub struct Properties(u16);
 
 impl Properties {
     /// No property.
@@ -94,7 +112,7 @@ impl Properties {
         set
     }
 
-    fn bit(p: Property) -> u8 {
+    fn bit(p: Property) -> u16 {
         1 << (p as u8)
     }
 
@@ -111,7 +129,7 @@ impl Properties {
 }
 
 // One bit per property.
-const _: () = assert!(Property::ALL.len() <= 8);
+const _: () = assert!(Property::ALL.len() <= 16);
 
 /// The faults a run may inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,8 +142,15 @@ pub struct Faults {
     pub loss: bool,
     /// Add delay to every message for a while.
     pub delay: bool,
-    /// Operator failover: promote the most up-to-date replica while the leader is down.
+    /// Operator failover: promote the most up-to-date replica while the leader is down
+    /// (operator failover only).
     pub promote: bool,
+    /// Pause a node's process for a while: it handles nothing, then everything that queued
+    /// up (automatic failover only).
+    pub pause: bool,
+    /// Slow one node's messages down for a while: a lagging replica, or leader (automatic
+    /// failover only).
+    pub slow: bool,
 }
 
 impl Faults {
@@ -136,6 +161,8 @@ impl Faults {
         loss: true,
         delay: true,
         promote: true,
+        pause: true,
+        slow: true,
     };
     /// No fault.
     pub const NONE: Faults = Faults {
@@ -144,6 +171,113 @@ impl Faults {
         loss: false,
         delay: false,
         promote: false,
+        pause: false,
+        slow: false,
+    };
+}
+
+/// Who fails over when the leader is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failover {
+    /// The operator promotes the most up-to-date replica while the leader is down
+    /// ([`Faults::promote`]); node 0 leads at the start.
+    Operator,
+    /// Every node runs the control plane (`Group` and `Controller`) as the server does; the
+    /// cluster map decides who leads.
+    Auto,
+}
+
+impl Failover {
+    /// The name on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Failover::Operator => "operator",
+            Failover::Auto => "auto",
+        }
+    }
+
+    /// The failover named `name`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Failover> {
+        match name.trim() {
+            "operator" => Some(Failover::Operator),
+            "auto" => Some(Failover::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A bug planted in how a node carries out its controller's actions (automatic failover), to
+/// show that the checks catch it. Core is not changed: the simulator bends the actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlBug {
+    /// None: the actions are carried out as the server does.
+    None,
+    /// The controller grants a lease as soon as it asks for a read-index round, without
+    /// waiting for a quorum to confirm it still leads (a cut-off controller keeps granting).
+    GrantWithoutReadIndex,
+    /// The data leader holds every lease it is granted three times as long as the controller
+    /// assumes (a leader whose clock runs slow, or detection without lease and margin).
+    LeaseTooLong,
+    /// The controller elects by the `async` rule whatever the mode: the most up-to-date of
+    /// whoever reported, without waiting for enough reports or looking at the in-sync set.
+    ElectionIgnoresMode,
+}
+
+impl ControlBug {
+    /// The name on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlBug::None => "none",
+            ControlBug::GrantWithoutReadIndex => "grant-without-read-index",
+            ControlBug::LeaseTooLong => "lease-too-long",
+            ControlBug::ElectionIgnoresMode => "election-ignores-mode",
+        }
+    }
+
+    /// The bug named `name`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<ControlBug> {
+        [
+            ControlBug::None,
+            ControlBug::GrantWithoutReadIndex,
+            ControlBug::LeaseTooLong,
+            ControlBug::ElectionIgnoresMode,
+        ]
+        .into_iter()
+        .find(|b| b.name() == name.trim())
+    }
+}
+
+/// The control plane's timings (automatic failover), as the server's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlTimings {
+    /// The control task's tick, ms.
+    pub tick_ms: u64,
+    /// Raft heartbeat, in ticks.
+    pub heartbeat_ticks: usize,
+    /// Raft election timeout, in ticks (randomized up to twice that).
+    pub election_ticks: usize,
+    /// The data leader's lease, ms.
+    pub lease_ms: u64,
+    /// The controller's margin past the lease, ms.
+    pub margin_ms: u64,
+    /// How long a proposed election may take before it is proposed again, ms.
+    pub propose_wait_ms: u64,
+}
+
+impl ControlTimings {
+    /// The server's defaults: tick 50 ms, heartbeat 2 ticks, election 10 ticks, lease 400 ms,
+    /// margin 100 ms.
+    pub const SERVER: ControlTimings = ControlTimings {
+        tick_ms: 50,
+        heartbeat_ticks: 2,
+        election_ticks: 10,
+        lease_ms: 400,
+        margin_ms: 100,
+        propose_wait_ms: 2_000,
     };
 }
 
@@ -181,6 +315,22 @@ pub struct SimConfig {
     pub silence_timeout_ms: u64,
     /// How long a client waits for a reply before calling the operation indeterminate.
     pub client_timeout_ms: u64,
+    /// Who fails over.
+    pub failover: Failover,
+    /// The control plane's timings (automatic failover).
+    pub control: ControlTimings,
+    /// A planted control-plane bug (automatic failover).
+    pub control_bug: ControlBug,
+    /// After the faults end, how soon a leader must take a write (automatic failover): later
+    /// is a [`Property::Liveness`] finding; none within twice this is a violation. Clients go
+    /// on past the workload phase until the first write after healing (plus a second) or
+    /// twice this, whichever is first; `quiesce_ms` counts from then.
+    pub liveness_ms: u64,
+    /// Automatic failover: a node that led before it crashed restarts in an epoch past the
+    /// highest it has seen, so that it cannot lead again in the epoch whose unsynced tail it
+    /// lost (a proposed fix of the server's restart, off by default: the server restarts at the
+    /// highest epoch seen).
+    pub fence_restart: bool,
 }
 
 impl SimConfig {
@@ -204,7 +354,27 @@ impl SimConfig {
             replica_lag_max_ms: 1_000,
             silence_timeout_ms: 1_000,
             client_timeout_ms: 3_000,
+            failover: Failover::Operator,
+            control: ControlTimings::SERVER,
+            control_bug: ControlBug::None,
+            liveness_ms: 5_000,
+            fence_restart: false,
         }
+    }
+
+    /// [`SimConfig::new`] with automatic failover.
+    #[must_use]
+    pub fn auto(mode: AckMode) -> SimConfig {
+        SimConfig {
+            failover: Failover::Auto,
+            ..SimConfig::new(mode)
+        }
+    }
+
+    /// Whether the control plane decides who leads.
+    #[must_use]
+    pub fn is_auto(&self) -> bool {
+        self.failover == Failover::Auto
     }
 
     /// Whether a failure of `p` fails the run.
@@ -227,8 +397,15 @@ impl SimConfig {
         if !(1..=KEYS_MAX).contains(&self.keys) {
             return Err(format!("keys must be 1 to {KEYS_MAX}"));
         }
-        if self.duration_ms > DURATION_MS_MAX || self.quiesce_ms > DURATION_MS_MAX {
+        if self.duration_ms > DURATION_MS_MAX
+            || self.quiesce_ms > DURATION_MS_MAX
+            || self.liveness_ms > DURATION_MS_MAX
+        {
             return Err(format!("durations must be at most {DURATION_MS_MAX} ms"));
+        }
+        let c = &self.control;
+        if c.tick_ms == 0 || c.heartbeat_ticks == 0 || c.election_ticks <= c.heartbeat_ticks {
+            return Err("control timings: tick > 0, 0 < heartbeat < election ticks".into());
         }
         Ok(())
     }
@@ -268,6 +445,8 @@ pub struct SimReport {
     pub faults: BTreeMap<String, u64>,
     /// Operator promotions.
     pub promotions: u64,
+    /// What automatic failover did (empty under operator failover).
+    pub auto: AutoStats,
     /// Broken properties the run asserts (at most [`VIOLATIONS_MAX`] kept).
     pub violations: Vec<Violation>,
     /// Broken properties the run only reports (at most [`VIOLATIONS_MAX`] kept).
@@ -285,6 +464,60 @@ pub struct SimReport {
     pub trace_digest: u64,
     /// The trace, when asked for.
     pub trace: Vec<String>,
+}
+
+/// What the control plane did in a run with automatic failover, and the scenarios it went
+/// through (tests assert that a pinned seed still hits its scenario).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoStats {
+    /// Elections applied (`Elect` commands, one per epoch).
+    pub elections: u64,
+    /// Elections that replaced a leader that had acknowledged writes in its epoch: failovers
+    /// of a working leader (the others elect the first leader, or replace one that never
+    /// got to write).
+    pub failovers: u64,
+    /// Failovers while the leader they replaced was running.
+    pub failovers_leader_alive: u64,
+    /// Failovers while the leader they replaced was running and cut off from the majority.
+    pub failovers_leader_cut_off: u64,
+    /// Most failovers within any 5 s (flapping leadership).
+    pub failovers_max_in_5s: u64,
+    /// Elections where some other member's durable log lacked an acknowledged write: a
+    /// lagging replica the rule had to pass over.
+    pub elections_past_lagging: u64,
+    /// Leaders that had acknowledged writes, learned of their successor while running and
+    /// stepped down.
+    pub stepped_down: u64,
+    /// Partitions that cut off a replica (not the leader).
+    pub replica_partitions: u64,
+    /// Replicas whose log had diverged (an old leader's tail) and was replaced by a snapshot.
+    pub divergent_resyncs: u64,
+    /// Entries those replicas discarded.
+    pub divergent_entries: u64,
+    /// Controller events by kind (`leader-lost`, `election`, `election-failed`...).
+    pub events: BTreeMap<String, u64>,
+    /// Failover times, ms: from a fault hitting the leader to the first write acknowledged in
+    /// a newer epoch.
+    pub failover_ms: Vec<u64>,
+    /// The election part of those failovers, ms: from the fault to the first `Elect` of a
+    /// newer epoch applied anywhere.
+    pub elected_ms: Vec<u64>,
+    /// Faults that hit the leader and healed before any election (no failover needed).
+    pub leader_faults_ridden_out: u64,
+    /// Time from the end of the faults to the first acknowledged write, ms (`None`: none).
+    pub healed_write_ms: Option<u64>,
+}
+
+/// The `q`-quantile (0..=1, nearest rank) of `values`; `None` when empty.
+#[must_use]
+pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
 }
 
 /// Most violations (and findings) a report keeps.

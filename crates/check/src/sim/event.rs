@@ -1,7 +1,9 @@
 //! The simulator's events and the peer messages they carry.
 
+use super::digest::Fnv;
 use super::world::ConnId;
 use crate::history::Outcome;
+use replikv_core::control::ControlMsg;
 use replikv_core::{Command, Epoch, LogPosition, Lsn, Store};
 use std::fmt;
 
@@ -55,6 +57,23 @@ pub(super) enum PeerMsg {
     },
 }
 
+/// A control-plane message in flight. Its trace shows a Raft message by length and hash, not
+/// byte by byte.
+pub(super) struct CtlMsg(pub ControlMsg);
+
+impl fmt::Debug for CtlMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ControlMsg::Raft(bytes) => {
+                let mut h = Fnv::new();
+                h.update(bytes);
+                write!(f, "Raft({} bytes, {:016x})", bytes.len(), h.value())
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
 /// Something that happens at a virtual time.
 #[derive(Debug)]
 pub(super) enum Event {
@@ -105,4 +124,17 @@ pub(super) enum Event {
     PromoteCheck,
     /// Faults stop; everything heals; clients finish.
     EndFaults,
+    /// A node's control-plane tick (automatic failover).
+    ControlTick { node: usize, inc: u64 },
+    /// A control-plane message from `from` reaches `to` (incarnation `inc`), sent on the
+    /// link generation `generation` of the pair.
+    ControlDeliver {
+        from: usize,
+        to: usize,
+        inc: u64,
+        generation: u64,
+        msg: CtlMsg,
+    },
+    /// A paused node runs again.
+    Resume { node: usize },
 }

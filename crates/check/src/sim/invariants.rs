@@ -34,10 +34,24 @@ impl World {
         }
         if mode == AckMode::Sync {
             if let Some(live) = self.nodes[node].live.as_ref() {
-                for r in live.machine.replicas().iter().filter(|r| r.in_sync) {
-                    let i = self.nodes.iter().position(|n| n.name == r.id);
+                // The replicas it counts in sync, and under automatic failover those of the
+                // map it follows (the machine pins them).
+                let mut in_sync: Vec<String> = live
+                    .machine
+                    .replicas()
+                    .iter()
+                    .filter(|r| r.in_sync)
+                    .map(|r| r.id.clone())
+                    .collect();
+                if let Some(ctl) = live.ctl.as_ref() {
+                    in_sync.extend(ctl.group.map().in_sync.iter().cloned());
+                    in_sync.sort_unstable();
+                    in_sync.dedup();
+                }
+                for id in in_sync {
+                    let i = self.nodes.iter().position(|n| n.name == id);
                     if i.is_some_and(|i| !holds(i)) {
-                        problems.push(format!("in-sync replica {} lacks it", r.id));
+                        problems.push(format!("in-sync replica {id} lacks it"));
                     }
                 }
             }
@@ -110,6 +124,9 @@ impl World {
     /// The end of the run: convergence, final reads, log matching across every pair of
     /// disks, and the history checkers.
     pub(super) fn finish(&mut self) {
+        if self.cfg.is_auto() {
+            self.check_liveness();
+        }
         self.check_convergence();
         self.check_log_pairs();
         self.final_reads();
@@ -124,6 +141,23 @@ impl World {
                 Property::Convergence,
                 format!("the leader n{leader} is down"),
             );
+            return;
+        };
+        // Under automatic failover the leader is the one the newest election named: it must
+        // lead, in that epoch.
+        if let Some((_, epoch)) = self.auto.leader {
+            if !lead.machine.is_leader() || lead.machine.epoch() != epoch {
+                let (leads, at) = (lead.machine.is_leader(), lead.machine.epoch());
+                self.violate(
+                    Property::Convergence,
+                    format!(
+                        "n{leader}, elected in epoch {epoch}, is not leading in it (leads: {leads}, epoch {at})"
+                    ),
+                );
+                return;
+            }
+        }
+        let Some(lead) = self.nodes[leader].live.as_ref() else {
             return;
         };
         let want_last = lead.machine.last();

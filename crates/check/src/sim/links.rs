@@ -283,6 +283,25 @@ impl World {
                     history,
                     epochs,
                 } = *snap;
+                // Entries of the replaced log the snapshot's log does not hold: a diverged
+                // tail (an old leader's, say) that the resync discards.
+                let epoch_in = |lsn: Lsn| {
+                    epochs
+                        .iter()
+                        .rev()
+                        .find(|(_, first)| *first <= lsn)
+                        .map(|(e, _)| *e)
+                };
+                let discarded = n
+                    .disk
+                    .entries
+                    .iter()
+                    .filter(|(p, _)| p.lsn > pos.lsn || epoch_in(p.lsn) != Some(p.epoch))
+                    .count() as u64;
+                if discarded > 0 && self.cfg.is_auto() {
+                    self.report.auto.divergent_resyncs += 1;
+                    self.report.auto.divergent_entries += discarded;
+                }
                 n.disk.reset(store.clone(), pos, epochs);
                 n.matched_len = 0;
                 n.meta.history = history;

@@ -10,8 +10,11 @@
 //!   properties only report) and [`SimReport`].
 //! - `world`: the cluster and its event loop; `links`: the peer protocol (fetch, snapshot,
 //!   entries, heartbeats, acks, silence timeouts); `workload`: the clients; `nemesis`: crashes,
-//!   partitions, closed links, delay spikes and the operator's failover; `invariants`: the
-//!   checks; `disk`: the simulated log with its fsync and crash rules; `digest`: FNV-1a.
+//!   partitions, closed links, delay spikes, pauses, slow nodes and the operator's failover;
+//!   `control`: automatic failover, every node's control plane (`Group` and `Controller`) as
+//!   the server runs it; `invariants`: the checks; `failover`: the checks and measurements
+//!   automatic failover adds; `disk`: the simulated log with its fsync and crash rules;
+//!   `digest`: FNV-1a.
 //! - [`cli`]: `replikv sim`.
 //!
 //! What it checks, and how a failing seed is replayed, is in `docs/design/simulator.md`.
@@ -28,9 +31,11 @@
 
 pub mod cli;
 pub mod config;
+mod control;
 mod digest;
 mod disk;
 mod event;
+mod failover;
 mod invariants;
 mod links;
 mod nemesis;
@@ -40,7 +45,10 @@ mod world;
 #[cfg(test)]
 mod sim_test;
 
-pub use config::{Faults, Properties, Property, SimConfig, SimReport, Violation};
+pub use config::{
+    AutoStats, ControlBug, ControlTimings, Failover, Faults, Properties, Property, SimConfig,
+    SimReport, Violation,
+};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -66,13 +74,15 @@ pub fn run(seed: u64, config: &SimConfig) -> SimReport {
         world::World::new(seed, config).run()
     })) {
         Ok(report) => report,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_else(|| "a panic".to_string());
-            failed(format!("panicked: {what}"))
-        }
+        Err(panic) => failed(format!("panicked: {}", panic_message(panic.as_ref()))),
     }
+}
+
+/// The message a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "a panic".to_string())
 }

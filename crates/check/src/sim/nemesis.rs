@@ -1,5 +1,8 @@
 //! Faults and the operator: crashes and restarts, partitions, closed links, delay spikes, and
-//! failover by promoting the most up-to-date replica while the leader is down.
+//! failover by promoting the most up-to-date replica while the leader is down. Under automatic
+//! failover there is no operator, and the nemesis also pauses processes, slows nodes down,
+//! cuts minorities of two nodes off (5 nodes and more), resets control links, and aims half of
+//! its crashes, partitions and pauses at the current leader.
 
 use super::event::Event;
 use super::world::{Live, World, TICK_MS};
@@ -19,6 +22,12 @@ const SPIKE_MS: (u64, u64) = (200, 2_000);
 const PROMOTE_AFTER_MS: (u64, u64) = (1_000, 2_000);
 /// How often the operator looks again when no replica could be promoted, ms.
 const PROMOTE_RETRY_MS: u64 = 500;
+/// How long a pause lasts, ms.
+const PAUSE_MS: (u64, u64) = (100, 2_000);
+/// How long a node stays slow, ms.
+const SLOW_MS: (u64, u64) = (500, 3_000);
+/// How much a slow node adds to each of its messages, ms.
+const SLOW_EXTRA_MS: (u64, u64) = (50, 400);
 
 impl World {
     fn record_fault(&mut self, kind: &str, node: Option<usize>) {
@@ -38,6 +47,10 @@ impl World {
 
     pub(super) fn on_fault(&mut self) {
         if !self.faults_active {
+            return;
+        }
+        if self.cfg.is_auto() {
+            self.on_fault_auto();
             return;
         }
         let f = self.cfg.faults;
@@ -76,7 +89,11 @@ impl World {
         if up.is_empty() {
             return;
         }
-        let node = up[self.rng_nemesis.index(up.len())];
+        let node = if self.cfg.is_auto() {
+            self.pick_target(&up)
+        } else {
+            up[self.rng_nemesis.index(up.len())]
+        };
         self.crash(node);
         let at = self.now_ms + self.rng_nemesis.between(DOWN_MS.0, DOWN_MS.1);
         self.schedule(at, Event::Restart { node });
@@ -86,8 +103,10 @@ impl World {
     /// become indeterminate.
     pub(super) fn crash(&mut self, node: usize) {
         self.record_fault("crash", Some(node));
+        self.on_leader_fault(node);
         let n = &mut self.nodes[node];
         n.live = None;
+        n.paused_until_ms = 0;
         n.disk.crash();
         n.matched_len = n.matched_len.min(n.disk.entries.len());
         let conns: Vec<u64> = self
@@ -124,7 +143,7 @@ impl World {
                 },
             );
         }
-        if node == self.leader && self.cfg.faults.promote {
+        if node == self.leader && self.cfg.faults.promote && !self.cfg.is_auto() {
             let at = self.now_ms
                 + self
                     .rng_nemesis
@@ -135,6 +154,8 @@ impl World {
 
     /// Starts (or restarts) `node` from its disk, as the real node's recovery does: replay
     /// the synced log; a leader starts a new epoch; a replica follows the current leader.
+    /// Under automatic failover the node leads nothing and follows nobody until its control
+    /// plane (restored from its Raft state) hands it a map; leading needs a lease.
     pub(super) fn restart(&mut self, node: usize) {
         if self.nodes[node].live.is_some() {
             return;
@@ -142,7 +163,8 @@ impl World {
         if self.nodes[node].inc > 0 {
             self.record_fault("restart", Some(node));
         }
-        let leads = node == self.leader;
+        let auto = self.cfg.is_auto();
+        let leads = node == self.leader && !auto;
         let config = MachineConfig {
             default_ack: self.cfg.mode,
             write_ack_timeout_ms: self.cfg.write_ack_timeout_ms,
@@ -158,28 +180,43 @@ impl World {
         // Followers may hold entries of the old epoch that this node lost (shipped before its
         // own fsync): a new epoch tells them apart from the ones it writes now.
         let seen = n.meta.epoch.max(last.epoch.0);
-        let epoch = if leads { seen + 1 } else { seen.max(1) };
+        // Under automatic failover the server starts at the highest epoch seen, and leads
+        // again in it if its map still names it. `fence_restart` instead moves a node that led
+        // before the crash past that epoch, so it cannot lead in it again (the controller
+        // elects anew, maybe it, in a newer epoch).
+        let fenced = auto && self.cfg.fence_restart && n.meta.leads;
+        let epoch = if leads || fenced {
+            seen + 1
+        } else {
+            seen.max(1)
+        };
         n.meta.epoch = epoch;
         // A node that starts leading a history it did not lead starts a new one.
         if leads && (n.meta.history == 0 || !n.meta.leads) {
             n.meta.history = self.rng_nemesis.next_u64() | 1;
         }
         n.meta.leads = leads;
-        let machine = Machine::new(store, last, Epoch(epoch), leads, config);
+        let mut machine = Machine::new(store, last, Epoch(epoch), leads, config);
+        if auto {
+            machine.require_lease();
+        }
         n.live = Some(Live {
             machine,
-            upstream: (!leads).then_some(leader),
+            upstream: (!leads && !auto).then_some(leader),
             follow: None,
             serves: std::collections::BTreeMap::new(),
             fsync_running: false,
             ticks: 0,
             reconnect_armed: false,
+            ctl: None,
         });
         let inc = n.inc;
         self.note(|| format!("n{node} starts at {last}, epoch {epoch}, leads: {leads}"));
         let at = self.now_ms + TICK_MS;
         self.schedule(at, Event::Tick { node, inc });
-        if !leads {
+        if auto {
+            self.control_start(node);
+        } else if !leads {
             let at = self.now_ms + self.delay();
             if let Some(live) = self.nodes[node].live.as_mut() {
                 live.reconnect_armed = true;
@@ -189,6 +226,10 @@ impl World {
     }
 
     fn fault_partition(&mut self) {
+        if self.cfg.is_auto() {
+            self.fault_partition_auto();
+            return;
+        }
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].isolated_until_ms <= self.now_ms)
             .collect();
@@ -305,6 +346,12 @@ impl World {
         self.spike_until_ms = self.now_ms;
         for n in &mut self.nodes {
             n.isolated_until_ms = n.isolated_until_ms.min(self.now_ms);
+            n.paused_until_ms = n.paused_until_ms.min(self.now_ms);
+            n.slow_until_ms = n.slow_until_ms.min(self.now_ms);
+        }
+        self.splits.clear();
+        if self.cfg.is_auto() {
+            self.on_healed();
         }
         for node in 0..self.nodes.len() {
             if self.nodes[node].live.is_none() {
@@ -312,5 +359,133 @@ impl World {
             }
         }
         self.note(|| "faults end; everything heals".to_string());
+    }
+}
+
+impl World {
+    /// One fault under automatic failover: crash, partition, loss, delay, pause or slow.
+    fn on_fault_auto(&mut self) {
+        let f = self.cfg.faults;
+        let kinds: Vec<&str> = [
+            (f.crash, "crash"),
+            (f.partition, "partition"),
+            (f.loss, "loss"),
+            (f.delay, "delay"),
+            (f.pause, "pause"),
+            (f.slow, "slow"),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+        if !kinds.is_empty() {
+            let kind = kinds[self.rng_nemesis.index(kinds.len())];
+            match kind {
+                "crash" => self.fault_crash(),
+                "partition" => self.fault_partition(),
+                "loss" => self.fault_loss_auto(),
+                "delay" => self.fault_delay(),
+                "pause" => self.fault_pause(),
+                _ => self.fault_slow(),
+            }
+        }
+        let at = self.now_ms + self.rng_nemesis.between(FAULT_GAP_MS.0, FAULT_GAP_MS.1);
+        self.schedule(at, Event::Fault);
+    }
+
+    /// One of `candidates` (not empty): the current leader half the time when it is one.
+    fn pick_target(&mut self, candidates: &[usize]) -> usize {
+        let leader = self.auto.leader.map(|(n, _)| n);
+        if let Some(l) = leader.filter(|l| candidates.contains(l)) {
+            if self.rng_nemesis.below(2) == 0 {
+                return l;
+            }
+        }
+        candidates[self.rng_nemesis.index(candidates.len())]
+    }
+
+    /// Cuts one node off (or, with 5 nodes or more, sometimes a minority of two) from the
+    /// others, both ways, for a while.
+    fn fault_partition_auto(&mut self) {
+        let now = self.now_ms;
+        let nodes = self.nodes.len();
+        let free: Vec<usize> = (0..nodes)
+            .filter(|i| {
+                self.nodes[*i].isolated_until_ms <= now
+                    && self
+                        .splits
+                        .iter()
+                        .all(|(m, u)| *u <= now || m & (1 << i) == 0)
+            })
+            .collect();
+        if free.is_empty() || nodes < 2 {
+            return;
+        }
+        let first = self.pick_target(&free);
+        let until = now + self.rng_nemesis.between(PARTITION_MS.0, PARTITION_MS.1);
+        let pair = nodes >= 5 && free.len() >= 2 && self.rng_nemesis.below(2) == 0;
+        self.splits.retain(|(_, u)| *u > now);
+        if pair {
+            let others: Vec<usize> = free.iter().copied().filter(|i| *i != first).collect();
+            let second = others[self.rng_nemesis.index(others.len())];
+            self.splits.push(((1 << first) | (1 << second), until));
+            self.record_fault("partition", Some(first));
+            self.note(|| format!("n{first} and n{second} cut off together"));
+            self.on_leader_fault(first);
+            self.on_leader_fault(second);
+        } else {
+            self.nodes[first].isolated_until_ms = until;
+            self.record_fault("partition", Some(first));
+            if self.auto.leader.is_some_and(|(l, _)| l != first) {
+                self.report.auto.replica_partitions += 1;
+            }
+            self.on_leader_fault(first);
+        }
+        self.schedule(until, Event::Heal { node: first });
+    }
+
+    /// Closes a replication connection, or resets a control link (what is in flight on it
+    /// is lost).
+    fn fault_loss_auto(&mut self) {
+        let nodes = self.nodes.len();
+        if nodes < 2 || self.rng_nemesis.below(2) == 0 {
+            self.fault_loss();
+            return;
+        }
+        let a = self.rng_nemesis.index(nodes);
+        let b = (a + 1 + self.rng_nemesis.index(nodes - 1)) % nodes;
+        self.record_fault("loss", Some(a));
+        self.note(|| format!("the control link between n{a} and n{b} is reset"));
+        for pair in [(a, b), (b, a)] {
+            self.ctl_links.entry(pair).or_default().generation += 1;
+        }
+    }
+
+    /// Pauses a running node's process for a while.
+    fn fault_pause(&mut self) {
+        let now = self.now_ms;
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].live.is_some() && self.nodes[*i].paused_until_ms <= now)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let node = self.pick_target(&up);
+        let until = now + self.rng_nemesis.between(PAUSE_MS.0, PAUSE_MS.1);
+        self.nodes[node].paused_until_ms = until;
+        self.record_fault("pause", Some(node));
+        self.on_leader_fault(node);
+        self.schedule(until, Event::Resume { node });
+    }
+
+    /// Slows one node's messages down for a while.
+    fn fault_slow(&mut self) {
+        let now = self.now_ms;
+        let node = self.rng_nemesis.index(self.nodes.len());
+        let until = now + self.rng_nemesis.between(SLOW_MS.0, SLOW_MS.1);
+        let extra = self.rng_nemesis.between(SLOW_EXTRA_MS.0, SLOW_EXTRA_MS.1);
+        let n = &mut self.nodes[node];
+        n.slow_until_ms = until;
+        n.slow_extra_ms = extra;
+        self.record_fault("slow", Some(node));
     }
 }

@@ -1,5 +1,7 @@
 //! The simulator's own tests: determinism, fixed seeds in every mode, planted bugs it must
-//! find, and pinned seeds for the findings it made in the real replication code.
+//! find, and pinned seeds for the findings it made in the real replication code; then the
+//! same for automatic failover (the control plane on every node): pinned seeds that hit each
+//! failover scenario, planted control-plane bugs, and the open findings.
 
 use super::*;
 use replikv_core::replication::{plan_fetch, FetchPlan, Replicas};
@@ -234,4 +236,262 @@ fn finding_c_fixed_a_leader_read_waits_for_its_mode_to_commit_what_it_saw() {
     let r = run(35, &config);
     assert!(r.passed(), "{}", summary(&r));
     assert!(!found(&r, Property::Linearizability), "{}", summary(&r));
+}
+
+// Automatic failover: every node runs the control plane (`Group` and `Controller`) as the
+// server does. Each pinned seed below was picked from a sweep (`replikv sim --failover auto
+// --per-seed`) because it hits its scenario; the test checks that it still does, and that
+// every property holds.
+
+/// A report line with what automatic failover did.
+fn auto_summary(r: &SimReport) -> String {
+    format!("{}; auto {:?}", summary(r), r.auto)
+}
+
+/// Automatic failover in `mode` with `nodes` nodes and `duration_ms` of faults.
+fn auto_config(mode: AckMode, nodes: usize, duration_ms: u64) -> SimConfig {
+    let mut config = SimConfig::auto(mode);
+    config.nodes = nodes;
+    config.duration_ms = duration_ms;
+    config
+}
+
+/// Runs each pinned `(seed, mode, nodes)` for 8 s of faults: every property must hold and
+/// `scenario` must have occurred.
+fn pinned(list: &[(u64, AckMode, usize)], what: &str, scenario: impl Fn(&AutoStats) -> bool) {
+    for &(seed, mode, nodes) in list {
+        let r = run(seed, &auto_config(mode, nodes, 8_000));
+        println!("{what}: {}", auto_summary(&r));
+        assert!(r.passed(), "{what}: {}", auto_summary(&r));
+        assert!(
+            scenario(&r.auto),
+            "{what}: seed {seed} ({mode}, {nodes} nodes) no longer hits the scenario: {}",
+            auto_summary(&r)
+        );
+    }
+}
+
+#[test]
+fn auto_one_seed_run_twice_gives_the_same_trace_and_report() {
+    let config = auto_config(AckMode::Quorum, 3, 8_000);
+    let a = run(7, &config);
+    let b = run(7, &config);
+    assert_eq!(a.trace_digest, b.trace_digest);
+    assert_eq!(a, b);
+    assert!(a.auto.elections > 0, "{}", auto_summary(&a));
+    let mut traced = config;
+    traced.trace = true;
+    assert_eq!(run(7, &traced).trace_digest, a.trace_digest);
+}
+
+#[test]
+fn auto_a_clean_run_elects_one_leader_and_loses_nothing() {
+    let mut config = auto_config(AckMode::Sync, 3, 3_000);
+    config.faults = Faults::NONE;
+    let r = run(1, &config);
+    assert!(r.passed(), "{}", auto_summary(&r));
+    assert!(r.findings.is_empty(), "{}", auto_summary(&r));
+    assert_eq!(r.auto.elections, 1, "{}", auto_summary(&r));
+    // Operations before the first election fail (no node leads); none is indeterminate.
+    assert_eq!(r.ops_indeterminate, 0, "{}", auto_summary(&r));
+    assert!(r.ops_ok > 100, "{}", auto_summary(&r));
+}
+
+#[test]
+fn auto_elections_during_partitions() {
+    // The leader is cut off, alive, with the majority on the other side, which elects a new
+    // leader; a replica is cut off alone (a minority) at another time.
+    pinned(
+        &[
+            (7, AckMode::Sync, 3),
+            (67, AckMode::Quorum, 5),
+            (67, AckMode::SemiSync(1), 5),
+        ],
+        "partitions",
+        |a| a.failovers_leader_cut_off >= 1 && a.replica_partitions >= 1,
+    );
+}
+
+#[test]
+fn auto_flapping_leaders() {
+    // Three failovers or more within 5 s: leaders killed, paused or cut off in quick
+    // succession.
+    pinned(
+        &[
+            (5, AckMode::Sync, 3),
+            (0, AckMode::Quorum, 5),
+            (37, AckMode::SemiSync(1), 5),
+        ],
+        "flapping",
+        |a| a.failovers_max_in_5s >= 3,
+    );
+}
+
+#[test]
+fn auto_a_lagging_replica_is_not_elected_without_the_acknowledged_writes() {
+    // When an election ran, some replica's durable log lacked acknowledged writes; the
+    // elected node held all of them (`election-keeps-writes`, asserted by every run).
+    pinned(
+        &[
+            (6, AckMode::Sync, 3),
+            (4, AckMode::Quorum, 3),
+            (12, AckMode::SemiSync(1), 5),
+        ],
+        "lagging replica",
+        |a| a.elections_past_lagging >= 1,
+    );
+}
+
+#[test]
+fn auto_the_old_leader_rejoins_and_its_divergent_tail_is_replaced() {
+    // A leader that had acknowledged writes learns of its successor while running and steps
+    // down; a log whose tail the new leader never had is replaced (today by a snapshot).
+    pinned(
+        &[
+            (4, AckMode::Sync, 3),
+            (2, AckMode::Quorum, 5),
+            (2, AckMode::SemiSync(1), 5),
+        ],
+        "rejoin",
+        |a| a.stepped_down >= 1 && a.divergent_resyncs >= 1,
+    );
+}
+
+#[test]
+fn auto_a_single_node_elects_itself_and_rides_out_pauses() {
+    let r = run(2, &auto_config(AckMode::Quorum, 1, 8_000));
+    assert!(r.passed(), "{}", auto_summary(&r));
+    assert!(r.auto.elections >= 1, "{}", auto_summary(&r));
+    assert!(
+        r.faults.get("pause").copied().unwrap_or(0) >= 1,
+        "{}",
+        auto_summary(&r)
+    );
+    assert!(r.ops_ok > 100, "{}", auto_summary(&r));
+}
+
+/// How many of `seeds` pass with `config` and break `property` with `bug` planted.
+fn auto_caught(config: &SimConfig, bug: ControlBug, seeds: &[u64], property: Property) -> usize {
+    let mut broken = *config;
+    broken.control_bug = bug;
+    seeds
+        .iter()
+        .filter(|seed| {
+            let real = run(**seed, config);
+            let planted = run(**seed, &broken);
+            println!(
+                "{}: real {}; planted {}",
+                bug.name(),
+                real.passed(),
+                auto_summary(&planted)
+            );
+            real.passed() && found(&planted, property)
+        })
+        .count()
+}
+
+#[test]
+fn auto_planted_bug_a_lease_granted_without_a_read_index_round_is_caught() {
+    // The controller grants as soon as it is asked: a controller cut off with the old leader
+    // keeps renewing its lease while the other side elects a new leader.
+    let caught = auto_caught(
+        &SimConfig::auto(AckMode::Quorum),
+        ControlBug::GrantWithoutReadIndex,
+        &[67, 85, 112],
+        Property::LeaseSafety,
+    );
+    assert!(
+        caught >= 2,
+        "{caught} seeds caught the grant without a read-index round"
+    );
+}
+
+#[test]
+fn auto_planted_bug_a_leader_holding_its_lease_too_long_is_caught() {
+    let caught = auto_caught(
+        &auto_config(AckMode::Quorum, 3, 10_000),
+        ControlBug::LeaseTooLong,
+        &[2, 3, 6],
+        Property::LeaseSafety,
+    );
+    assert!(caught >= 2, "{caught} seeds caught the lease held too long");
+}
+
+#[test]
+fn auto_planted_bug_an_election_that_ignores_the_mode_is_caught() {
+    // The controller elects the most up-to-date of whoever reported, without waiting for
+    // enough reports: a node without acknowledged writes is elected.
+    let caught = auto_caught(
+        &SimConfig::auto(AckMode::SemiSync(1)),
+        ControlBug::ElectionIgnoresMode,
+        &[72],
+        Property::ElectionKeepsWrites,
+    );
+    assert!(
+        caught > 0,
+        "no seed caught the election that ignores the mode"
+    );
+}
+
+// Open findings in the real code (docs/design/simulator.md, "Findings under automatic
+// failover"): ignored until fixed, then kept as regression tests.
+
+#[test]
+#[ignore = "open finding E: a restarted leader leads again in the epoch whose tail it lost"]
+fn finding_e_open_a_restarted_leader_does_not_lead_again_in_its_old_epoch() {
+    // Seed 34 (quorum): n1, leading in epoch 6, ships 6:395 to n0 and crashes before its own
+    // fsync; it restarts at 6:394 from a map that still names it, is granted a lease in epoch
+    // 6 and writes its no-op at 6:395: n0 and n1 hold different commands at 6:395.
+    let r = run(34, &SimConfig::auto(AckMode::Quorum));
+    assert!(r.passed(), "{}", auto_summary(&r));
+}
+
+#[test]
+fn finding_e_a_restart_fenced_past_its_epoch_keeps_log_matching() {
+    // The fix the simulator models: the restarted leader starts past the epoch it led, so
+    // the controller elects anew (it, maybe) in a newer one.
+    let mut config = SimConfig::auto(AckMode::Quorum);
+    let r = run(34, &config);
+    assert!(found(&r, Property::LogMatching), "{}", auto_summary(&r));
+    config.fence_restart = true;
+    let r = run(34, &config);
+    assert!(r.passed(), "{}", auto_summary(&r));
+}
+
+#[test]
+#[ignore = "open finding F: under sync, a new leader empties the map's in-sync set; nobody can be elected"]
+fn finding_f_open_sync_fails_over_after_a_new_leader_shrank_the_in_sync_set() {
+    // Seed 10 (sync, restarts fenced so that finding E does not hide it): the in-sync set the
+    // map holds is emptied by the new leader right after its election (its own set is empty
+    // until its replicas reconnect); the leader is lost, and every election fails: "no
+    // eligible replica reported (mode sync; in-sync set [])", to the end of the run.
+    let mut config = SimConfig::auto(AckMode::Sync);
+    config.fence_restart = true;
+    let r = run(10, &config);
+    assert!(r.passed(), "{}", auto_summary(&r));
+}
+
+#[test]
+#[ignore = "open finding H: a leader resuming from a pause answers on a lease that has run out"]
+fn finding_h_open_a_leader_answers_only_while_its_lease_runs() {
+    // Seed 84 (quorum): n2 leads in epoch 4 with a lease to 10 725 ms and is paused from
+    // 10 405 to 11 594 ms. The first thing it handles on resuming is an fsync completion:
+    // `Machine::log_durable` brings no time, `lease_ok` uses the clock of the last call
+    // (before the pause), and the write at 4:96 is acknowledged 869 ms after the lease ended.
+    let r = run(84, &SimConfig::auto(AckMode::Quorum));
+    assert!(r.passed(), "{}", auto_summary(&r));
+}
+
+#[test]
+#[ignore = "open finding I: under sync, a new leader counts a lagging replica in sync; it is elected without acknowledged writes"]
+fn finding_i_open_sync_elects_only_replicas_holding_every_acknowledged_write() {
+    // Seed 208 (sync, 5 nodes): n1 is elected in epoch 5 holding 4:47; n4, at 3:39, follows it
+    // and is counted in sync at once (n1's timeline of appends was pruned while it had no
+    // followers, so n4's lag is dated from 4:47's arrival, and n1's sync floor is 0). The map's
+    // in-sync set becomes {n4}; n1 is lost and n4 is elected in epoch 6 without the writes
+    // 4:41..4:47 that n3 acknowledged in epoch 4 under sync.
+    let mut config = SimConfig::auto(AckMode::Sync);
+    config.nodes = 5;
+    let r = run(208, &config);
+    assert!(r.passed(), "{}", auto_summary(&r));
 }

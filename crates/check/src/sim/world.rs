@@ -4,15 +4,18 @@
 //! failover, [`invariants`](super::invariants) for the checks.
 
 use super::config::{Property, SimConfig, SimReport, Violation, TRACE_LINES_MAX, VIOLATIONS_MAX};
+use super::control::{Ctl, CtlLink};
 use super::digest::Fnv;
 use super::disk::{Disk, Meta};
 use super::event::{Event, PeerMsg};
+use super::failover::AutoState;
 use crate::history::{History, Outcome};
 use crate::rng::Rng;
 use replikv_core::replication::{Answer, Machine};
 use replikv_core::{Command, Lsn, Reply};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A replication connection's id.
 pub(super) type ConnId = u64;
@@ -37,6 +40,8 @@ pub(super) struct Live {
     pub fsync_running: bool,
     pub ticks: u64,
     pub reconnect_armed: bool,
+    /// The control plane (automatic failover only).
+    pub ctl: Option<Ctl>,
 }
 
 /// The follower end of a link.
@@ -72,6 +77,16 @@ pub(super) struct SimNode {
     pub isolated_until_ms: u64,
     /// How many of `disk.entries` the log-matching registry has seen.
     pub matched_len: usize,
+    /// The control plane's Raft state as last written (automatic failover): written and
+    /// synced before any message that depends on it is sent, as the server does, so a crash
+    /// keeps it.
+    pub control_state: Option<Vec<u8>>,
+    /// The process handles nothing until then (a pause); what arrives waits.
+    pub paused_until_ms: u64,
+    /// Every message to or from the node takes `slow_extra_ms` more until then.
+    pub slow_until_ms: u64,
+    /// See `slow_until_ms`.
+    pub slow_extra_ms: u64,
 }
 
 /// A replication connection. Messages each way are delivered in order; once closed (by
@@ -94,6 +109,9 @@ pub(super) struct Client {
     /// The operation waiting for its reply (index in the history) and the node it went to.
     pub outstanding: Option<(u64, usize)>,
     pub issued: u64,
+    /// The node it takes for the leader (automatic failover; under operator failover the
+    /// operator's leader is used).
+    pub target: usize,
 }
 
 /// The whole simulated cluster.
@@ -105,6 +123,9 @@ pub(super) struct World {
     pub rng_net: Rng,
     pub rng_disk: Rng,
     pub rng_nemesis: Rng,
+    /// Control-plane messages and automatic-failover faults (a stream of its own, so that
+    /// operator-failover runs draw exactly what they drew before it existed).
+    pub rng_ctl: Rng,
     pub nodes: Vec<SimNode>,
     pub conns: BTreeMap<ConnId, Conn>,
     pub next_conn: ConnId,
@@ -118,6 +139,19 @@ pub(super) struct World {
     digest: Fnv,
     /// `(history, epoch, lsn)` → the command first seen there, on any disk.
     pub registry: BTreeMap<(u64, u64, u64), Command>,
+    /// Partitions that cut a group of nodes (a bit mask) off from the others, until a time
+    /// (automatic failover; single nodes use `isolated_until_ms`).
+    pub splits: Vec<(u64, u64)>,
+    /// Control-plane links, by (from, to).
+    pub ctl_links: BTreeMap<(usize, usize), CtlLink>,
+    /// The seed of every control-plane member's election timeouts.
+    pub group_seed: u64,
+    /// The automatic-failover checks' and measurements' state.
+    pub auto: AutoState,
+    /// The run ends at this virtual time.
+    pub end_ms: u64,
+    /// Clients issue no operation from this virtual time on.
+    pub clients_until_ms: u64,
 }
 
 impl World {
@@ -132,9 +166,14 @@ impl World {
                 live: None,
                 isolated_until_ms: 0,
                 matched_len: 0,
+                control_state: None,
+                paused_until_ms: 0,
+                slow_until_ms: 0,
+                slow_extra_ms: 0,
             })
             .collect();
-        if let Some(n0) = nodes.first_mut() {
+        // Under automatic failover nobody leads before the control plane elects a leader.
+        if let Some(n0) = nodes.first_mut().filter(|_| !cfg.is_auto()) {
             // A history id is never 0 (0 means "none yet").
             n0.meta = Meta {
                 epoch: 0,
@@ -147,8 +186,11 @@ impl World {
                 rng: Rng::stream(seed, 100 + i as u64),
                 outstanding: None,
                 issued: 0,
+                target: 0,
             })
             .collect();
+        let mut rng_ctl = Rng::stream(seed, 5);
+        let group_seed = rng_ctl.next_u64();
         World {
             cfg,
             now_ms: 0,
@@ -157,6 +199,7 @@ impl World {
             rng_net: Rng::stream(seed, 1),
             rng_disk: Rng::stream(seed, 2),
             rng_nemesis: Rng::stream(seed, 3),
+            rng_ctl,
             nodes,
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -172,12 +215,17 @@ impl World {
             },
             digest: Fnv::new(),
             registry: BTreeMap::new(),
+            splits: Vec::new(),
+            ctl_links: BTreeMap::new(),
+            group_seed,
+            auto: AutoState::default(),
+            end_ms: cfg.duration_ms + cfg.quiesce_ms,
+            clients_until_ms: cfg.duration_ms,
         }
     }
 
     /// Runs the whole simulation and the final checks.
     pub(super) fn run(mut self) -> SimReport {
-        let end_ms = self.cfg.duration_ms + self.cfg.quiesce_ms;
         // Node 0 leads, the others follow it: a first start is a restart from an empty disk.
         for node in 0..self.nodes.len() {
             self.restart(node);
@@ -188,14 +236,15 @@ impl World {
         self.schedule(self.cfg.duration_ms, Event::EndFaults);
         let any_fault = {
             let f = self.cfg.faults;
-            f.crash || f.partition || f.loss || f.delay
+            let auto = self.cfg.is_auto();
+            f.crash || f.partition || f.loss || f.delay || (auto && (f.pause || f.slow))
         };
         if any_fault {
             self.schedule(200, Event::Fault);
         }
         let budget = super::config::EVENTS_MAX;
         while let Some(((at, seq), event)) = self.queue.pop_first() {
-            if at > end_ms {
+            if at > self.end_ms {
                 break;
             }
             if self.report.events >= budget {
@@ -205,10 +254,24 @@ impl World {
             self.now_ms = at;
             self.report.events += 1;
             self.digest_event(at, seq, &event);
-            self.handle(event);
-            self.check_nodes();
+            // A panic (a broken assertion in the replication code or here) ends the run as a
+            // `progress` violation, keeping the trace up to it.
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                self.handle(event);
+                self.check_nodes();
+                if self.cfg.is_auto() {
+                    self.check_leases();
+                }
+            }));
+            if let Err(panic) = stepped {
+                let what = super::panic_message(panic.as_ref());
+                self.violate(Property::Progress, format!("panicked: {what}"));
+                self.report.end_ms = self.now_ms;
+                self.report.trace_digest = self.digest.value();
+                return self.report;
+            }
         }
-        self.now_ms = self.now_ms.max(end_ms);
+        self.now_ms = self.now_ms.max(self.end_ms);
         self.finish();
         self.report.end_ms = self.now_ms;
         self.report.trace_digest = self.digest.value();
@@ -233,7 +296,35 @@ impl World {
         }
     }
 
+    /// The node whose process handles `event`, if any.
+    fn handler_of(&self, event: &Event) -> Option<usize> {
+        match event {
+            Event::Tick { node, .. }
+            | Event::FsyncDone { node, .. }
+            | Event::ConnClosed { node, .. }
+            | Event::Reconnect { node, .. }
+            | Event::Request { node, .. }
+            | Event::ControlTick { node, .. } => Some(*node),
+            Event::ControlDeliver { to, .. } => Some(*to),
+            Event::Deliver {
+                conn, to_upstream, ..
+            } => self
+                .conns
+                .get(conn)
+                .map(|c| if *to_upstream { c.upstream } else { c.follower }),
+            _ => None,
+        }
+    }
+
     fn handle(&mut self, event: Event) {
+        // A paused process handles nothing: what arrives waits for it, in order.
+        if let Some(node) = self.handler_of(&event) {
+            let until = self.nodes[node].paused_until_ms;
+            if until > self.now_ms && self.nodes[node].live.is_some() {
+                self.schedule(until, event);
+                return;
+            }
+        }
         match event {
             Event::Tick { node, inc } => self.on_tick(node, inc),
             Event::FsyncDone {
@@ -279,6 +370,15 @@ impl World {
             Event::Heal { node } => self.note(|| format!("n{node}'s partition ends")),
             Event::PromoteCheck => self.on_promote_check(),
             Event::EndFaults => self.on_end_faults(),
+            Event::ControlTick { node, inc } => self.on_control_tick(node, inc),
+            Event::ControlDeliver {
+                from,
+                to,
+                inc,
+                generation,
+                msg,
+            } => self.on_control_deliver(from, to, inc, generation, msg.0),
+            Event::Resume { node } => self.note(|| format!("n{node} runs again")),
         }
     }
 
@@ -344,8 +444,43 @@ impl World {
             .filter_map(|n| self.nodes.get(*n))
             .map(|n| n.isolated_until_ms)
             .max()
-            .unwrap_or(0);
-        self.now_ms.max(held) + self.delay()
+            .unwrap_or(0)
+            .max(self.split_until(from, to));
+        self.now_ms.max(held) + self.delay() + self.slow_extra(from, to)
+    }
+
+    /// Until when a group partition separates `a` from `b` (0: none does).
+    pub(super) fn split_until(&self, a: usize, b: usize) -> u64 {
+        let bit = |n: usize| 1u64 << n;
+        self.splits
+            .iter()
+            .filter(|(mask, _)| (mask & bit(a) == 0) != (mask & bit(b) == 0))
+            .map(|(_, until)| *until)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether a partition separates `a` from `b` now.
+    pub(super) fn cut(&self, a: usize, b: usize) -> bool {
+        let now = self.now_ms;
+        let isolated = [a, b].iter().any(|n| {
+            self.nodes
+                .get(*n)
+                .is_some_and(|n| n.isolated_until_ms > now)
+        });
+        isolated || self.split_until(a, b) > now
+    }
+
+    /// The extra delay of a message between `a` and `b` while either is slowed down.
+    pub(super) fn slow_extra(&self, a: usize, b: usize) -> u64 {
+        let now = self.now_ms;
+        [a, b]
+            .iter()
+            .filter_map(|n| self.nodes.get(*n))
+            .filter(|n| n.slow_until_ms > now)
+            .map(|n| n.slow_extra_ms)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sends `msg` on `conn`, towards the upstream or the follower.
@@ -520,6 +655,10 @@ impl World {
             let (outcome, token, wrote) = classify(&answer);
             if let (Outcome::Ok { .. }, Some(pos)) = (&outcome, wrote) {
                 self.check_commit(node, pos, op);
+                self.on_write_acked(node, pos, op);
+            }
+            if matches!(outcome, Outcome::Ok { .. }) && self.cfg.is_auto() {
+                self.check_answer_lease(node, op);
             }
             let Some(client) = usize::try_from(op)
                 .ok()

@@ -128,6 +128,13 @@ pub enum MemberOp {
         /// Its node id.
         id: String,
     },
+    /// A replica replicates from another replica (a tree), or from the leader (`None`).
+    Upstream {
+        /// The replica.
+        id: String,
+        /// Its upstream's node id; `None`: the leader.
+        upstream: Option<String>,
+    },
 }
 
 /// The consensus group's id of node `id`: a founder's is its place in `founders` plus one; a
@@ -193,6 +200,9 @@ pub struct Local {
     /// On a leader: the replicas it counts in sync (it asks the controller to make the map's
     /// set this).
     pub in_sync: BTreeSet<String>,
+    /// Whether this node acts as the leader (a node the map names may not: restarted in the
+    /// epoch it led, it does not write in it again, and must not keep a lease alive for it).
+    pub leads: bool,
 }
 
 /// An election in progress.
@@ -443,7 +453,10 @@ impl Controller {
 
     /// The data leader's side: ask for the lease every `renew_ms`.
     fn renew(&mut self, map: &ClusterMap, local: Local, now_ms: u64, out: &mut Vec<Action>) {
-        if map.leader.as_deref() != Some(self.id.as_str()) || local.epoch != map.epoch {
+        if map.leader.as_deref() != Some(self.id.as_str())
+            || local.epoch != map.epoch
+            || !local.leads
+        {
             self.asked.clear();
             self.last_ask_ms = None;
             return;
@@ -538,6 +551,16 @@ impl Controller {
                     raft_id: raft_id_of(&founders, &id),
                     change: super::group::Membership::Voter,
                 });
+            }
+            MemberOp::Upstream { id, upstream } => {
+                out.push(Action::Event {
+                    kind: "member_upstream",
+                    detail: format!(
+                        "{id} replicates from {}",
+                        upstream.as_deref().unwrap_or("the leader")
+                    ),
+                });
+                out.push(Action::Propose(MapCommand::SetUpstream { id, upstream }));
             }
             MemberOp::Remove { id } => {
                 if map.leader.as_ref() == Some(&id) || !map.members.contains_key(&id) {

@@ -40,6 +40,7 @@ fn local(epoch: u64, lsn: u64) -> Local {
         durable: pos(epoch, lsn),
         epoch: Epoch(epoch),
         in_sync: BTreeSet::new(),
+        leads: true,
     }
 }
 

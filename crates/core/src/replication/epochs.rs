@@ -94,6 +94,48 @@ impl EpochTable {
     }
 }
 
+/// The last position two logs share when their tables may start past LSN 1 (a log kept from a
+/// snapshot on knows its epochs from the snapshot's position on): the highest `L`, up to both
+/// logs' ends, at which both know the entry's epoch and agree on it. Epochs are unique, so the
+/// logs then agree on everything up to `L`. `None` when they agree nowhere both know.
+#[must_use]
+pub fn last_shared(
+    a: &EpochTable,
+    a_last: Lsn,
+    b: &EpochTable,
+    b_last: Lsn,
+) -> Option<LogPosition> {
+    // Each table's segments: (epoch, first LSN, last LSN).
+    let segments = |t: &EpochTable, last: Lsn| -> Vec<(Epoch, Lsn, Lsn)> {
+        t.starts
+            .iter()
+            .enumerate()
+            .map(|(i, &(epoch, start))| {
+                let end = t
+                    .starts
+                    .get(i + 1)
+                    .map_or(last, |&(_, next)| Lsn(next.0 - 1));
+                (epoch, start, end)
+            })
+            .filter(|(_, start, end)| start <= end)
+            .collect()
+    };
+    let ours = segments(a, a_last);
+    let mut best: Option<LogPosition> = None;
+    for (epoch, start, end) in segments(b, b_last) {
+        for &(e, s, t) in &ours {
+            if e != epoch {
+                continue;
+            }
+            let (from, to) = (start.max(s), end.min(t));
+            if from <= to && to > Lsn::ZERO && best.is_none_or(|p| to > p.lsn) {
+                best = Some(LogPosition { epoch, lsn: to });
+            }
+        }
+    }
+    best
+}
+
 /// The last position two logs share: the highest `L` up to both logs' ends such that every
 /// entry up to `L` has the same epoch in both (LSN 0 when they share nothing). `a` ends at
 /// `a_last`, `b` at `b_last`.
@@ -126,5 +168,59 @@ pub fn shared_prefix(a: &EpochTable, a_last: Lsn, b: &EpochTable, b_last: Lsn) -
     LogPosition {
         epoch: a.epoch_at(shared).unwrap_or_default(),
         lsn: shared,
+    }
+}
+
+#[cfg(test)]
+mod last_shared_tests {
+    use super::*;
+
+    fn table(starts: &[(u64, u64)]) -> EpochTable {
+        let pairs: Vec<(Epoch, Lsn)> = starts.iter().map(|&(e, l)| (Epoch(e), Lsn(l))).collect();
+        EpochTable::from_starts(&pairs).unwrap()
+    }
+
+    fn at(e: u64, l: u64) -> Option<LogPosition> {
+        Some(LogPosition {
+            epoch: Epoch(e),
+            lsn: Lsn(l),
+        })
+    }
+
+    #[test]
+    fn a_deposed_leaders_tail_is_cut_where_the_new_leaders_epoch_starts() {
+        // The old leader wrote epoch 2 up to 150; the new one holds epoch 2 up to 140, then
+        // its own epoch 3.
+        let old = table(&[(1, 1), (2, 50)]);
+        let new = table(&[(1, 1), (2, 50), (3, 141)]);
+        assert_eq!(last_shared(&new, Lsn(200), &old, Lsn(150)), at(2, 140));
+        // Full tables: the same answer as the entry-by-entry rule.
+        assert_eq!(
+            Some(shared_prefix(&new, Lsn(200), &old, Lsn(150))),
+            last_shared(&new, Lsn(200), &old, Lsn(150))
+        );
+    }
+
+    #[test]
+    fn tables_that_start_at_a_snapshot_compare_where_both_know() {
+        // The follower knows its epochs from its snapshot at 2:120 on.
+        let follower = table(&[(2, 120)]);
+        let leader = table(&[(1, 1), (2, 50), (3, 141)]);
+        assert_eq!(
+            last_shared(&leader, Lsn(200), &follower, Lsn(150)),
+            at(2, 140)
+        );
+        // A follower that is a plain prefix shares its whole log.
+        assert_eq!(
+            last_shared(&leader, Lsn(200), &follower, Lsn(130)),
+            at(2, 130)
+        );
+        // Nothing in common where both know: no answer (a snapshot is needed).
+        let other = table(&[(4, 120)]);
+        assert_eq!(last_shared(&leader, Lsn(200), &other, Lsn(150)), None);
+        assert_eq!(
+            last_shared(&leader, Lsn(200), &EpochTable::default(), Lsn(0)),
+            None
+        );
     }
 }

@@ -22,6 +22,7 @@
 //!   [`check_entries`].
 
 use super::ack::AckMode;
+use super::epochs::EpochTable;
 use super::follower::{check_entries, EntriesRefusal};
 use super::pending::Pending;
 use super::replicas::{IsrChange, Replicas};
@@ -208,6 +209,9 @@ pub struct Machine<T> {
     noop_pending: bool,
     /// The lease was given up (a switchover): grants are ignored until the role changes.
     lease_surrendered: bool,
+    /// Where each epoch starts in this node's log, as far as it knows it (from its snapshot
+    /// on): what a returning node compares with its new upstream's to find where to cut.
+    epochs: EpochTable,
     /// Where each epoch's entries start, from the last one at or before `durable` on (the
     /// entries before this machine started are all durable): for [`Machine::durable_position`].
     epoch_starts: VecDeque<LogPosition>,
@@ -246,6 +250,7 @@ impl<T> Machine<T> {
             clock_ms: 0,
             noop_pending: false,
             lease_surrendered: false,
+            epochs: EpochTable::default(),
             epoch_starts: VecDeque::from([last]),
             config,
             stats: MachineStats::default(),
@@ -783,7 +788,33 @@ impl<T> Machine<T> {
         }
     }
 
+    /// The epoch table of this node's log.
+    #[must_use]
+    pub fn epochs(&self) -> &EpochTable {
+        &self.epochs
+    }
+
+    /// Sets the epoch table of the log this machine starts from (built while replaying it).
+    pub fn set_epochs(&mut self, epochs: EpochTable) {
+        self.epochs = epochs;
+    }
+
+    /// This replica's log was cut back to `to` (it held entries its new upstream never had):
+    /// `store` is its state at `to`, rebuilt from its own snapshot and log. Held replies fail
+    /// (their state is gone), as with a snapshot.
+    pub fn truncate_to(&mut self, store: Store, to: LogPosition) {
+        let mut epochs = std::mem::take(&mut self.epochs);
+        epochs.truncate_after(to.lsn);
+        self.install_snapshot(store, to);
+        self.epochs = epochs;
+    }
+
     fn note_entry(&mut self, pos: LogPosition) {
+        if self.epochs.note(pos).is_err() {
+            // Cannot happen for a log that only grows; start over from what is certain.
+            self.epochs = EpochTable::default();
+            let _ = self.epochs.note(pos);
+        }
         if self
             .epoch_starts
             .back()
@@ -964,6 +995,10 @@ impl<T> Machine<T> {
         self.last = pos;
         self.durable = pos.lsn;
         self.epoch_starts = VecDeque::from([pos]);
+        self.epochs = EpochTable::default();
+        if pos.lsn > Lsn::ZERO {
+            let _ = self.epochs.note(pos);
+        }
         self.replicas = Replicas::new(
             pos.lsn,
             self.config.replica_lag_max_ms,

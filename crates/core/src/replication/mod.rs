@@ -49,7 +49,7 @@ mod replication_test;
 mod session_test;
 
 pub use ack::{AckMode, AckModeError};
-pub use epochs::{shared_prefix, EpochOrderError, EpochTable};
+pub use epochs::{last_shared, shared_prefix, EpochOrderError, EpochTable};
 pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
 pub use machine::{
     Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, Now, NOREPLICAS,

@@ -111,6 +111,11 @@ pub fn encode_frame(message: &PeerMessage, out: &mut BytesMut) -> Result<(), Pee
         PeerMessage::SnapshotEnd { chunks } => serialize_body(chunks, out),
         PeerMessage::Refuse { reason } => serialize_body(reason, out),
         PeerMessage::Control { body } => serialize_body(body, out),
+        PeerMessage::Lineage {
+            epochs,
+            truncatable_from,
+        } => serialize_body(&(epochs, truncatable_from), out),
+        PeerMessage::Truncate { to } => serialize_body(to, out),
     };
     // Serializing into a growable buffer cannot fail: every field type has an infallible
     // `Serialize` impl, sequences know their length, and the flavor never refuses bytes.
@@ -419,6 +424,16 @@ fn decode_body(kind: PeerMessageKind, body: &[u8]) -> Result<DecodedBody, PeerEr
         }
         PeerMessageKind::SnapshotEnd => PeerMessage::SnapshotEnd {
             chunks: deserialize_body(kind, body)?,
+        },
+        PeerMessageKind::Lineage => {
+            let (epochs, truncatable_from) = deserialize_body(kind, body)?;
+            PeerMessage::Lineage {
+                epochs,
+                truncatable_from,
+            }
+        }
+        PeerMessageKind::Truncate => PeerMessage::Truncate {
+            to: deserialize_body(kind, body)?,
         },
         PeerMessageKind::Control => {
             let data: &[u8] = take_body(kind, body)?;

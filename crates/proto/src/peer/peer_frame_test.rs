@@ -268,7 +268,7 @@ fn other_versions_are_refused() {
 
 #[test]
 fn unknown_kinds_are_refused() {
-    for kind in [0, 5, 15, 21, 35, u16::MAX] {
+    for kind in [0, 5, 15, 23, 35, u16::MAX] {
         let frame = raw_frame(PEER_PROTOCOL_VERSION, kind, &[]);
         assert_error(
             BytesMut::from(&frame[..8]),
@@ -530,4 +530,22 @@ fn control_messages_round_trip_and_are_bulk() {
         body: Bytes::from_static(b"\x00raft bytes\xff"),
     });
     round_trip_body(&PeerMessage::Control { body: Bytes::new() });
+}
+
+#[test]
+fn lineage_and_truncate_round_trip() {
+    round_trip_body(&PeerMessage::Lineage {
+        epochs: vec![(Epoch(1), Lsn(1)), (Epoch(3), Lsn(141))],
+        truncatable_from: Lsn(120),
+    });
+    round_trip_body(&PeerMessage::Lineage {
+        epochs: Vec::new(),
+        truncatable_from: Lsn(0),
+    });
+    round_trip_body(&PeerMessage::Truncate {
+        to: LogPosition {
+            epoch: Epoch(2),
+            lsn: Lsn(140),
+        },
+    });
 }

@@ -170,6 +170,22 @@ pub enum PeerMessage {
         /// How many chunks were sent.
         chunks: u64,
     },
+    /// Sent by a follower just before its `Fetch`: where each epoch starts in its log (as far
+    /// as it knows, from its snapshot on), so that an upstream whose log parted from it can
+    /// tell it where to cut ([`PeerMessage::Truncate`]) instead of sending a snapshot.
+    Lineage {
+        /// `(epoch, first LSN)` pairs, both increasing; at most a few thousand.
+        epochs: Vec<(Epoch, Lsn)>,
+        /// The lowest LSN the follower can cut its log back to (its snapshot's).
+        truncatable_from: Lsn,
+    },
+    /// The upstream's answer to a `Fetch` from a follower whose log holds entries past the
+    /// last one both logs share: cut the log back to `to`, then take the `Entries` that
+    /// follow from there (no new `Fetch`).
+    Truncate {
+        /// The last position both logs share.
+        to: LogPosition,
+    },
     /// A control-plane message (Raft, leases, election queries), opaque to this crate. A link
     /// whose first frame after the handshake is `Control` is a control link: it carries only
     /// these, in both directions.
@@ -204,6 +220,8 @@ impl PeerMessage {
             PeerMessage::SnapshotEnd { .. } => PeerMessageKind::SnapshotEnd,
             PeerMessage::Refuse { .. } => PeerMessageKind::Refuse,
             PeerMessage::Control { .. } => PeerMessageKind::Control,
+            PeerMessage::Lineage { .. } => PeerMessageKind::Lineage,
+            PeerMessage::Truncate { .. } => PeerMessageKind::Truncate,
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum PeerMessageKind {
     Heartbeat = 19,
     /// [`PeerMessage::Downstream`](crate::PeerMessage::Downstream).
     Downstream = 20,
+    /// [`PeerMessage::Lineage`](crate::PeerMessage::Lineage).
+    Lineage = 21,
+    /// [`PeerMessage::Truncate`](crate::PeerMessage::Truncate).
+    Truncate = 22,
     /// [`PeerMessage::SnapshotBegin`](crate::PeerMessage::SnapshotBegin).
     SnapshotBegin = 32,
     /// [`PeerMessage::SnapshotChunk`](crate::PeerMessage::SnapshotChunk).
@@ -42,7 +46,7 @@ pub enum PeerMessageKind {
 
 impl PeerMessageKind {
     /// Every kind, in code order.
-    pub const ALL: [PeerMessageKind; 13] = [
+    pub const ALL: [PeerMessageKind; 15] = [
         PeerMessageKind::Hello,
         PeerMessageKind::Challenge,
         PeerMessageKind::Auth,
@@ -52,6 +56,8 @@ impl PeerMessageKind {
         PeerMessageKind::Ack,
         PeerMessageKind::Heartbeat,
         PeerMessageKind::Downstream,
+        PeerMessageKind::Lineage,
+        PeerMessageKind::Truncate,
         PeerMessageKind::SnapshotBegin,
         PeerMessageKind::SnapshotChunk,
         PeerMessageKind::SnapshotEnd,
@@ -100,6 +106,8 @@ impl PeerMessageKind {
             PeerMessageKind::SnapshotChunk => "SnapshotChunk",
             PeerMessageKind::SnapshotEnd => "SnapshotEnd",
             PeerMessageKind::Control => "Control",
+            PeerMessageKind::Lineage => "Lineage",
+            PeerMessageKind::Truncate => "Truncate",
         }
     }
 }
