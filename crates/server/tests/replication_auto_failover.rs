@@ -97,6 +97,23 @@ fn writer(ports: Vec<u16>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec
     })
 }
 
+/// Three controlled nodes under `quorum` with fault injection and the write timeout given.
+fn start_with_faults(paths: &[&std::path::Path], write_timeout_ms: &str) -> Vec<Server> {
+    Server::start_controlled_with_env(
+        paths,
+        &[
+            "--ack",
+            "quorum",
+            "--cluster-size",
+            "3",
+            "--write-ack-timeout-ms",
+            write_timeout_ms,
+            "--fault-injection",
+        ],
+        &[TESTING],
+    )
+}
+
 fn missing(port: u16, keys: &[String]) -> Vec<String> {
     let mut c = Resp::connect(port);
     keys.iter()
@@ -194,19 +211,7 @@ fn killed_leader_is_replaced(mode: &str) {
 fn a_leader_cut_off_from_the_others_stops_acknowledging_and_is_replaced() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
-    let nodes = Server::start_controlled_with_env(
-        &paths,
-        &[
-            "--ack",
-            "quorum",
-            "--cluster-size",
-            "3",
-            "--write-ack-timeout-ms",
-            "2000",
-            "--fault-injection",
-        ],
-        &[TESTING],
-    );
+    let nodes = start_with_faults(&paths, "2000");
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let first = wait_leader(&ports, None, Duration::from_secs(20));
     let cut = nodes.iter().find(|n| n.port == first).unwrap();
@@ -419,19 +424,7 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
 fn a_returning_leader_cuts_its_unacknowledged_tail_instead_of_taking_a_snapshot() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
-    let nodes = Server::start_controlled_with_env(
-        &paths,
-        &[
-            "--ack",
-            "quorum",
-            "--cluster-size",
-            "3",
-            "--write-ack-timeout-ms",
-            "1500",
-            "--fault-injection",
-        ],
-        &[TESTING],
-    );
+    let nodes = start_with_faults(&paths, "1500");
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let first = wait_leader(&ports, None, Duration::from_secs(20));
     let mut c = Resp::connect(first);
