@@ -62,7 +62,8 @@ pub async fn run(args: &FailoverArgs) -> Result<Upstream, String> {
     };
     let mut failover = vec!["FAILOVER".to_string()];
     if let Some(to) = &args.to {
-        let target = find_replica(&leader, pass, &args.cluster_name, to).await?;
+        let target =
+            wait_for_replica(&leader, pass, &args.cluster_name, to, args.timeout_ms).await?;
         failover.extend(["TO".into(), target.host, target.port.to_string()]);
     }
     failover.extend(["TIMEOUT".into(), args.timeout_ms.to_string()]);
@@ -88,13 +89,40 @@ pub async fn run(args: &FailoverArgs) -> Result<Upstream, String> {
     }
 }
 
-/// The leader's replica named `to` (node id or `host:port`), by the address it is listed at.
+/// [`find_replica`], waiting up to `timeout_ms` for the target to be connected: right after
+/// a failover the replicas are still reconnecting to their new leader.
+async fn wait_for_replica(
+    leader: &Upstream,
+    pass: Option<&str>,
+    name: &str,
+    to: &str,
+    timeout_ms: u64,
+) -> Result<Upstream, String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    loop {
+        match find_replica(leader, pass, name, to).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "`{to}` is not a connected replica of the leader {leader} (neither a node id nor an address it lists, within {timeout_ms} ms)"
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The leader's connected replica named `to` (node id or `host:port`), by the address it is
+/// listed at; `None` if it lists none such.
 async fn find_replica(
     leader: &Upstream,
     pass: Option<&str>,
     name: &str,
     to: &str,
-) -> Result<Upstream, String> {
+) -> Result<Option<Upstream>, String> {
     let listed = forward::command(leader, pass, &["SENTINEL", "replicas", name])
         .await
         .map_err(|e| format!("the leader {leader}: {e}"))?;
@@ -114,13 +142,12 @@ async fn find_replica(
         let by_addr = wanted
             .as_ref()
             .is_some_and(|w| w.host == ip && w.port == port);
-        if id == to || by_addr {
-            return Ok(Upstream { host: ip, port });
+        let connected = get("master-link-status").as_deref() == Some("ok");
+        if (id == to || by_addr) && connected {
+            return Ok(Some(Upstream { host: ip, port }));
         }
     }
-    Err(format!(
-        "`{to}` is not a replica of the leader {leader} (neither a node id nor an address it lists)"
-    ))
+    Ok(None)
 }
 
 /// A Sentinel reply's field pairs, from a RESP3 map or a RESP2 flat array.

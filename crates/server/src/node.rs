@@ -17,7 +17,8 @@ use crate::{mono_ms, now_ms};
 use bytes::{Bytes, BytesMut};
 use replikv_core::control::ClusterMap;
 use replikv_core::replication::{
-    Answer, EpochTable, IsrChange, LogSink, Machine, MachineConfig, MachineStats, Now, Replicas,
+    Answer, EpochTable, IsrChange, LogSink, Machine, MachineConfig, MachineStats, MapLead, Now,
+    Replicas,
 };
 use replikv_core::{AckMode, Command, Epoch, LogPosition, Lsn, Reply, Store};
 use replikv_proto::{DownstreamReplica, PeerRecord};
@@ -628,7 +629,7 @@ impl Node {
         };
         let result = result.and_then(|()| {
             let synced = self.wal.sync_now().map_err(|e| Fatal::Wal(e.to_string()))?;
-            self.machine.log_durable(synced);
+            self.machine.log_durable(synced, mono_ms());
             Ok(())
         });
         let why = match &result {
@@ -840,7 +841,7 @@ impl Node {
             Ok(Some(written)) => {
                 if self.fsync == FsyncMode::Interval {
                     Stats::set(&self.stats.written_lsn, written.0);
-                    self.machine.log_durable(written);
+                    self.machine.log_durable(written, mono_ms());
                     self.deliver();
                 }
             }
@@ -875,7 +876,7 @@ impl Node {
         };
         // An inline writer may already have acknowledged past what a later fsync reports; a
         // report from before a log reset may be past what is applied now.
-        self.machine.log_durable(reported);
+        self.machine.log_durable(reported, mono_ms());
         self.deliver();
         let written = Stats::get(&self.stats.written_lsn).max(state.progress.written.0);
         Stats::set(&self.stats.written_lsn, written);
@@ -1226,21 +1227,19 @@ impl Node {
     /// the history), follow the node it says to otherwise.
     fn on_map(&mut self, map: &ClusterMap) {
         let me = self.repl.node_id.clone();
-        self.machine.pin_in_sync(map.in_sync.clone());
+        self.machine.pin_in_sync(&map.in_sync, &me, mono_ms());
         let Some(leader) = map.leader.clone() else {
             return;
         };
         if leader == me {
-            if self.is_leader() && self.machine.epoch() == map.epoch {
-                return;
-            }
-            // A node restarted from a map naming it may have lost the unsynced tail of its
-            // log in that epoch, which followers hold: it must not write in that epoch again.
-            // The controller elects anew (perhaps this node, in a fresh epoch).
-            if self.machine.epoch() >= map.epoch {
-                warn!(map_epoch = %map.epoch, epoch = %self.machine.epoch(),
-                    "the map names this node leader in an epoch it has already seen; not leading in it again");
-                return;
+            match self.machine.lead_from_map(map.epoch) {
+                MapLead::Leading => return,
+                MapLead::EpochSeen => {
+                    warn!(map_epoch = %map.epoch, epoch = %self.machine.epoch(),
+                        "the map names this node leader in an epoch it has already seen; not leading in it again");
+                    return;
+                }
+                MapLead::Lead => {}
             }
             let history = if self.meta.history == 0 {
                 match meta::random_u64() {
@@ -1264,7 +1263,7 @@ impl Node {
             if self.failover.is_some() {
                 self.abort_failover("ERR FAILOVER aborted: the control plane elected a leader");
             }
-            self.machine.elected(map.epoch, &mut self.out);
+            self.machine.elected(map.epoch, mono_ms(), &mut self.out);
             info!(epoch = %map.epoch, at = %self.machine.last(), "leading: elected by the control plane");
             self.repl.record(
                 "elected",
@@ -1647,12 +1646,24 @@ impl Node {
     /// Refreshes the status `INFO replication`, `ROLE` and the admin API show.
     fn publish_replication(&self, now: u64) {
         let m = &self.machine;
+        let map = self.repl.map.borrow().clone();
+        // A replica a new leader took from the map's in-sync set has no link yet: the map
+        // has its address.
+        let addr_of = |r: &replikv_core::replication::ReplicaProgress| {
+            if r.addr.is_empty() {
+                map.as_ref()
+                    .and_then(|m| m.members.get(&r.id))
+                    .map_or_else(String::new, |mem| mem.addr.clone())
+            } else {
+                r.addr.clone()
+            }
+        };
         let mut replicas: Vec<ReplicaView> = m
             .replicas()
             .iter()
             .map(|r| ReplicaView {
                 id: r.id.clone(),
-                addr: r.addr.clone(),
+                addr: addr_of(r),
                 durable: r.durable,
                 applied: r.applied,
                 lag_entries: m.replicas().lag_entries(r),

@@ -99,19 +99,26 @@ fn writer(ports: Vec<u16>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec
 
 /// Three controlled nodes under `quorum` with fault injection and the write timeout given.
 fn start_with_faults(paths: &[&std::path::Path], write_timeout_ms: &str) -> Vec<Server> {
-    Server::start_controlled_with_env(
-        paths,
-        &[
-            "--ack",
-            "quorum",
-            "--cluster-size",
-            "3",
-            "--write-ack-timeout-ms",
-            write_timeout_ms,
-            "--fault-injection",
-        ],
-        &[TESTING],
-    )
+    start_with_faults_and(paths, write_timeout_ms, &[])
+}
+
+/// [`start_with_faults`] with `extra` flags for every node.
+fn start_with_faults_and(
+    paths: &[&std::path::Path],
+    write_timeout_ms: &str,
+    extra: &[&str],
+) -> Vec<Server> {
+    let mut args = vec![
+        "--ack",
+        "quorum",
+        "--cluster-size",
+        "3",
+        "--write-ack-timeout-ms",
+        write_timeout_ms,
+        "--fault-injection",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_controlled_with_env(paths, &args, &[TESTING])
 }
 
 fn missing(port: u16, keys: &[String]) -> Vec<String> {
@@ -424,7 +431,13 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
 fn a_returning_leader_cuts_its_unacknowledged_tail_instead_of_taking_a_snapshot() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
-    let nodes = start_with_faults(&paths, "1500");
+    // A lease long enough that the writes sent right after the cut start before it runs
+    // out, however loaded the machine is.
+    let nodes = start_with_faults_and(
+        &paths,
+        "1500",
+        &["--lease-ms", "1500", "--election-ticks", "40"],
+    );
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let first = wait_leader(&ports, None, Duration::from_secs(20));
     let mut c = Resp::connect(first);
@@ -479,7 +492,11 @@ fn a_returning_leader_cuts_its_unacknowledged_tail_instead_of_taking_a_snapshot(
         .iter()
         .filter_map(|e| e["kind"].as_str())
         .collect();
-    assert!(kinds.contains(&"truncated"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"truncated"),
+        "{kinds:?}\n{}",
+        old.log_text()
+    );
     assert!(!kinds.contains(&"snapshot_installed"), "{kinds:?}");
     let discarded = status["log"]["entries_truncated"].as_u64().unwrap_or(0);
     assert!(

@@ -56,10 +56,6 @@ pub struct SimArgs {
     /// `grant-without-read-index`, `lease-too-long` or `election-ignores-mode`.
     #[arg(long, default_value = "none")]
     pub plant: String,
-    /// With `--failover auto`: a node that led before a crash restarts in an epoch past the
-    /// highest it has seen (a proposed fix; the server today restarts at the highest seen).
-    #[arg(long)]
-    pub fence_restart: bool,
     /// Properties to report without failing, comma-separated: commit-rule, log-matching,
     /// convergence, lost-writes, linearizability, progress.
     #[arg(long, default_value = "")]
@@ -141,7 +137,6 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
         config.trace = args.verbose;
         config.failover = failover;
         config.control_bug = plant;
-        config.fence_restart = args.fence_restart;
         if args.no_promote {
             config.faults = Faults {
                 promote: false,
@@ -173,12 +168,11 @@ fn run_seeds(args: &SimArgs, out: &mut impl Write) -> std::io::Result<u8> {
                 failed = true;
                 writeln!(
                     out,
-                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{}{}{}{} -v",
+                    "  replay: replikv sim --seed {seed} --mode {mode} --nodes {} --duration-ms {}{}{}{} -v",
                     args.nodes,
                     args.duration_ms,
                     if args.no_promote { " --no-promote" } else { "" },
                     if failover == Failover::Auto { " --failover auto" } else { "" },
-                    if args.fence_restart { " --fence-restart" } else { "" },
                     if plant == ControlBug::None {
                         String::new()
                     } else {

@@ -326,11 +326,6 @@ pub struct SimConfig {
     /// on past the workload phase until the first write after healing (plus a second) or
     /// twice this, whichever is first; `quiesce_ms` counts from then.
     pub liveness_ms: u64,
-    /// Automatic failover: a node that led before it crashed restarts in an epoch past the
-    /// highest it has seen, so that it cannot lead again in the epoch whose unsynced tail it
-    /// lost (a proposed fix of the server's restart, off by default: the server restarts at the
-    /// highest epoch seen).
-    pub fence_restart: bool,
 }
 
 impl SimConfig {
@@ -358,7 +353,6 @@ impl SimConfig {
             control: ControlTimings::SERVER,
             control_bug: ControlBug::None,
             liveness_ms: 5_000,
-            fence_restart: false,
         }
     }
 

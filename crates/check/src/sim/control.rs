@@ -24,6 +24,7 @@ use replikv_core::control::{
     Action, ClusterMap, ControlMsg, Controller, ControllerConfig, Group, GroupConfig, GroupEvent,
     Local, MapCommand,
 };
+use replikv_core::replication::MapLead;
 use replikv_core::AckMode;
 use std::collections::BTreeSet;
 
@@ -433,33 +434,36 @@ impl World {
         let Some(live) = n.live.as_mut() else {
             return;
         };
-        live.machine.pin_in_sync(map.in_sync.clone());
+        live.machine.pin_in_sync(&map.in_sync, &me, self.now_ms);
         let Some(leader) = map.leader.clone() else {
             self.settle(node);
             return;
         };
         if leader == me {
-            if live.machine.is_leader() && live.machine.epoch() == map.epoch {
-                self.settle(node);
-                return;
-            }
-            if live.machine.epoch() > map.epoch {
-                let seen = live.machine.epoch();
-                self.note(|| {
-                    format!(
-                        "n{node}: the map names it leader in epoch {}, older than {seen}; not leading",
-                        map.epoch
-                    )
-                });
-                self.settle(node);
-                return;
+            match live.machine.lead_from_map(map.epoch) {
+                MapLead::Leading => {
+                    self.settle(node);
+                    return;
+                }
+                MapLead::EpochSeen => {
+                    let seen = live.machine.epoch();
+                    self.note(|| {
+                        format!(
+                            "n{node}: the map names it leader in epoch {}, seen already (at {seen}); not leading",
+                            map.epoch
+                        )
+                    });
+                    self.settle(node);
+                    return;
+                }
+                MapLead::Lead => {}
             }
             if n.meta.history == 0 {
                 n.meta.history = self.rng_ctl.next_u64() | 1;
             }
             n.meta.epoch = map.epoch.0;
             n.meta.leads = true;
-            live.machine.elected(map.epoch, &mut n.disk);
+            live.machine.elected(map.epoch, self.now_ms, &mut n.disk);
             live.upstream = None;
             let follow = live.follow.as_ref().map(|f| f.conn);
             let at = live.machine.last();

@@ -180,16 +180,10 @@ impl World {
         // Followers may hold entries of the old epoch that this node lost (shipped before its
         // own fsync): a new epoch tells them apart from the ones it writes now.
         let seen = n.meta.epoch.max(last.epoch.0);
-        // Under automatic failover the server starts at the highest epoch seen, and leads
-        // again in it if its map still names it. `fence_restart` instead moves a node that led
-        // before the crash past that epoch, so it cannot lead in it again (the controller
-        // elects anew, maybe it, in a newer epoch).
-        let fenced = auto && self.cfg.fence_restart && n.meta.leads;
-        let epoch = if leads || fenced {
-            seen + 1
-        } else {
-            seen.max(1)
-        };
+        // Under automatic failover the server starts at the highest epoch seen, and does not
+        // lead in it again even if its map still names it (`Machine::lead_from_map`): the
+        // controller elects anew, maybe it, in a newer epoch.
+        let epoch = if leads { seen + 1 } else { seen.max(1) };
         n.meta.epoch = epoch;
         // A node that starts leading a history it did not lead starts a new one.
         if leads && (n.meta.history == 0 || !n.meta.leads) {

@@ -617,7 +617,7 @@ impl World {
         };
         live.fsync_running = false;
         if let Some(lsn) = durable {
-            live.machine.log_durable(lsn);
+            live.machine.log_durable(lsn, self.now_ms);
         }
         self.settle(node);
     }

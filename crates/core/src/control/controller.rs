@@ -228,6 +228,9 @@ pub struct Controller {
     leader_since_ms: Option<u64>,
     /// The map's leader and epoch the two times above are about.
     tracked: Option<(String, Epoch)>,
+    /// Whether `tracked` was set since this node became the controller (it may be `None`: the
+    /// map named no leader then).
+    tracking: bool,
     /// Read-index rounds in flight: context → (leader, epoch, seq).
     confirming: BTreeMap<u64, (String, Epoch, u64)>,
     next_ctx: u64,
@@ -264,6 +267,7 @@ impl Controller {
             last_grant_ms: None,
             leader_since_ms: None,
             tracked: None,
+            tracking: false,
             confirming: BTreeMap::new(),
             next_ctx: 1,
             election: None,
@@ -302,6 +306,7 @@ impl Controller {
         self.last_grant_ms = None;
         self.leader_since_ms = None;
         self.tracked = None;
+        self.tracking = false;
         self.confirming.clear();
         self.election = None;
         self.proposed = None;
@@ -409,7 +414,7 @@ impl Controller {
                 epoch,
             } => {
                 if let Some(e) = &mut self.election {
-                    if e.round == round && e.replacing.as_deref() != Some(from) {
+                    if e.round == round {
                         e.reports
                             .entry(from.to_string())
                             .or_insert((durable, epoch));
@@ -582,13 +587,16 @@ impl Controller {
     /// Follows the map's leader: a new one (or a new epoch) starts its own clock.
     fn track(&mut self, map: &ClusterMap, now_ms: u64) {
         let current = map.leader.clone().map(|l| (l, map.epoch));
-        if self.tracked != current {
+        if !self.tracking || self.tracked != current {
             // The leader this controller found when it took over counts from then; one
-            // elected since, from when this controller saw it applied.
-            self.leader_since_ms = match self.tracked {
-                None => self.active_since,
-                Some(_) => Some(now_ms),
+            // elected since (the first of the cluster included), from when this controller
+            // saw it applied.
+            self.leader_since_ms = if self.tracking {
+                Some(now_ms)
+            } else {
+                self.active_since
             };
+            self.tracking = true;
             self.tracked = current;
             self.last_grant_ms = None;
         }
@@ -674,13 +682,14 @@ impl Controller {
                 None => format!("the map names no leader; election round {round}"),
             },
         });
+        // The leader being replaced is asked too: if it answers (it restarted, or came back
+        // after its lease ran out), it may be the only one known to hold every acknowledged
+        // write. The election does not wait for it.
         for id in map.members.keys() {
-            if map.leader.as_ref() != Some(id) {
-                out.push(Action::Send {
-                    to: id.clone(),
-                    msg: ControlMsg::Query { round },
-                });
-            }
+            out.push(Action::Send {
+                to: id.clone(),
+                msg: ControlMsg::Query { round },
+            });
         }
         self.election = Some(Election {
             round,
@@ -700,8 +709,13 @@ impl Controller {
             .keys()
             .filter(|id| e.replacing.as_ref() != Some(*id))
             .count();
+        let replicas_reported = e
+            .reports
+            .keys()
+            .filter(|id| e.replacing.as_ref() != Some(*id))
+            .count();
         let waited = now_ms >= e.started_ms + self.config.report_wait_ms;
-        if e.reports.len() < expected && !waited {
+        if replicas_reported < expected && !waited {
             return;
         }
         let Some(e) = self.election.take() else {

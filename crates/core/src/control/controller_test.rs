@@ -190,7 +190,8 @@ fn the_leader_is_declared_lost_only_lease_plus_margin_after_the_last_grant() {
     let asked = queries(&ctl.on_tick(&map, local(2, 5), 300 + LEASE + MARGIN));
     let mut to: Vec<&str> = asked.iter().map(|(t, _)| t.as_str()).collect();
     to.sort_unstable();
-    assert_eq!(to, ["a", "c"], "the lost leader is not asked");
+    // The lost leader is asked too: its report is the last resort of an election.
+    assert_eq!(to, ["a", "b", "c"]);
     // A renewal confirmed during the election is not granted.
     let req = ControlMsg::LeaseRequest {
         epoch: Epoch(2),
@@ -207,7 +208,7 @@ fn a_new_controller_waits_a_whole_lease_and_margin_before_electing() {
     assert!(queries(&ctl.on_tick(&map, local(2, 5), 5_000 + LEASE)).is_empty());
     assert_eq!(
         queries(&ctl.on_tick(&map, local(2, 5), 5_000 + LEASE + MARGIN)).len(),
-        2
+        3
     );
 }
 
@@ -248,7 +249,7 @@ fn a_quorum_election_without_enough_reports_elects_nobody_and_tries_again_later(
     assert!(queries(&ctl.on_tick(&map, local(2, 5), 1_700 + LEASE + MARGIN - 1)).is_empty());
     assert_eq!(
         queries(&ctl.on_tick(&map, local(2, 5), 1_700 + LEASE + MARGIN)).len(),
-        2
+        3
     );
 }
 
@@ -319,4 +320,46 @@ fn the_leader_asks_for_its_in_sync_set_and_only_the_current_leader_is_heard() {
             ..
         }
     )));
+}
+
+#[test]
+fn a_sync_election_with_an_empty_in_sync_set_elects_the_old_leader_if_it_reports() {
+    // The leader restarted in an epoch it led: it does not lead in it again, and no replica
+    // is in the map's set. Its report makes it eligible in a new epoch; the election does not
+    // wait for it when it is silent.
+    let map = map_led_by("b", 2);
+    let mut ctl = Controller::new("a", config(AckMode::Sync));
+    ctl.became_controller(0);
+    let asked = queries(&ctl.on_tick(&map, local(2, 5), 1_000));
+    let round = asked[0].1;
+    report(&mut ctl, &map, "a", round, pos(2, 5), 1_010);
+    report(&mut ctl, &map, "c", round, pos(2, 5), 1_010);
+    report(&mut ctl, &map, "b", round, pos(2, 9), 1_020);
+    let elect = proposals(&ctl.on_tick(&map, local(2, 5), 1_050));
+    assert_eq!(
+        elect,
+        vec![MapCommand::Elect {
+            id: "b".into(),
+            epoch: Epoch(3)
+        }]
+    );
+}
+
+#[test]
+fn the_first_leader_gets_a_whole_lease_and_margin_from_its_election() {
+    // Finding G of the simulator: a controller that saw no leader at first dated the first
+    // one from its own start, and declared it lost at once unless a grant came first.
+    let mut map = map_led_by("b", 2);
+    map.leader = None;
+    let mut ctl = Controller::new("a", config(AckMode::Quorum));
+    ctl.became_controller(0);
+    let _ = ctl.on_tick(&map, local(2, 5), 10);
+    map.leader = Some("b".into());
+    map.epoch = Epoch(3);
+    let _ = ctl.on_tick(&map, local(2, 5), 2_000);
+    assert!(queries(&ctl.on_tick(&map, local(2, 5), 2_000 + LEASE + MARGIN - 1)).is_empty());
+    assert_eq!(
+        queries(&ctl.on_tick(&map, local(2, 5), 2_000 + LEASE + MARGIN)).len(),
+        3
+    );
 }

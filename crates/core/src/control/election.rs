@@ -14,9 +14,15 @@
 //!   them, as in Raft's election rule).
 //! - `async`: nothing was promised beyond the leader; the most up-to-date report wins.
 //!
-//! When the rule cannot be met (too few reports, an empty in-sync set), nobody is promoted,
-//! unless the map allows unclean failover: then the most up-to-date report wins all the same,
-//! and the choice says it was unclean (writes acknowledged by the old leader may be lost).
+//! When the rule cannot be met (too few reports, an empty in-sync set) but the leader being
+//! replaced reported (it restarted, or came back from a pause or a partition after its lease
+//! ran out), it is elected again in a new epoch, or a replica whose log is at least as far
+//! along: every acknowledged write is in the old leader's durable log (a leader acknowledges
+//! nothing before its own log holds it, and was elected holding what its predecessors
+//! acknowledged), and a log ending at a higher position holds all of it too. Otherwise
+//! nobody is promoted, unless the map allows unclean failover: then the most up-to-date
+//! report wins all the same, and the choice says it was unclean (writes acknowledged by the
+//! old leader may be lost).
 
 use super::map::ClusterMap;
 use crate::position::{Epoch, LogPosition};
@@ -72,8 +78,9 @@ pub enum ElectionError {
 }
 
 /// Chooses the replica to promote, by the rule of `mode` (the cluster's acknowledgement mode),
-/// from `reports`. Reports from non-members and from the map's leader (the one being
-/// replaced) are ignored; of several reports from one replica, the first counts.
+/// from `reports`. Reports from non-members are ignored, and the map's leader's (the one
+/// being replaced) counts only when the rule cannot be met without it (see the module's
+/// documentation); of several reports from one replica, the first counts.
 ///
 /// # Errors
 /// Nobody can be promoted without risking acknowledged writes, and the map does not allow
@@ -100,11 +107,14 @@ pub fn choose_leader_sized(
     reports: &[Report],
 ) -> Result<Choice, ElectionError> {
     let mut valid: BTreeMap<&str, LogPosition> = BTreeMap::new();
+    let mut old_leader: Option<(&str, LogPosition)> = None;
     for r in reports {
         let member = map.members.contains_key(&r.id);
         let leader = map.leader.as_deref() == Some(r.id.as_str());
         if member && !leader {
             valid.entry(r.id.as_str()).or_insert(r.durable);
+        } else if member && old_leader.is_none() {
+            old_leader = Some((r.id.as_str(), r.durable));
         }
     }
     let replicas = map.replicas().count();
@@ -137,6 +147,16 @@ pub fn choose_leader_sized(
         durable,
         clean,
     };
+    // The old leader holds every acknowledged write: it, or a replica at least as far along
+    // (another node rather than it, of equal ones), keeps them all.
+    let clean = clean.or_else(|e| match old_leader {
+        Some((id, durable)) => Ok(valid
+            .iter()
+            .filter(|(_, pos)| **pos >= durable)
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map_or((id, durable), |(id, pos)| (*id, *pos))),
+        None => Err(e),
+    });
     match clean {
         Ok(found) => Ok(choose(found, true)),
         Err(e) if map.unclean_failover => match best(&valid, |_| true) {

@@ -120,7 +120,7 @@ fn unclean_failover_promotes_anyway_and_says_so() {
 }
 
 #[test]
-fn reports_from_the_old_leader_strangers_and_repeats_are_ignored() {
+fn reports_from_strangers_repeats_and_the_old_leader_when_the_rule_is_met_are_ignored() {
     let m = cluster(3, &["n1", "n2"]);
     let reports = [
         report("n0", 3, 99),
@@ -133,6 +133,30 @@ fn reports_from_the_old_leader_strangers_and_repeats_are_ignored() {
     assert_eq!((c.id.as_str(), c.durable), ("n2", at(3, 6)));
 }
 
+#[test]
+fn the_old_leader_that_reports_is_elected_again_when_the_rule_cannot_be_met_otherwise() {
+    // Sync with an empty in-sync set: no replica is known to hold every acknowledged write,
+    // but the old leader (restarted, or back after its lease ran out) holds them all.
+    let m = cluster(3, &[]);
+    let reports = [report("n0", 3, 7), report("n1", 3, 5)];
+    let c = choose_leader(&m, AckMode::Sync, &reports).unwrap();
+    assert_eq!((c.id.as_str(), c.epoch, c.clean), ("n0", Epoch(4), true));
+    // A replica at least as far along is preferred: it holds the old leader's log.
+    let reports = [report("n0", 3, 7), report("n1", 3, 7), report("n2", 3, 9)];
+    let c = choose_leader(&m, AckMode::Sync, &reports).unwrap();
+    assert_eq!((c.id.as_str(), c.durable), ("n2", at(3, 9)));
+    // Quorum with too few replicas reporting.
+    let m = cluster(5, &[]);
+    let reports = [report("n1", 3, 9), report("n0", 3, 8)];
+    let c = choose_leader(&m, AckMode::Quorum, &reports).unwrap();
+    assert_eq!((c.id.as_str(), c.clean), ("n1", true));
+    let reports = [report("n1", 3, 4), report("n0", 3, 8)];
+    let c = choose_leader(&m, AckMode::Quorum, &reports).unwrap();
+    assert_eq!(c.id, "n0");
+    // Without the old leader's report, nobody.
+    assert!(choose_leader(&m, AckMode::Quorum, &[report("n1", 3, 9)]).is_err());
+}
+
 proptest! {
     /// A single-epoch history: replicas' durable LSNs; the leader acknowledged up to what the
     /// mode committed; any set of reports the rule accepts yields a replica holding it.
@@ -143,6 +167,8 @@ proptest! {
         mode_pick in 0u8..3,
         reporting in proptest::collection::vec(any::<bool>(), 7),
         in_sync_pick in proptest::collection::vec(any::<bool>(), 7),
+        leader_reports in any::<bool>(),
+        leader_ahead in 0u64..5,
     ) {
         let n = durable.len() + 1;
         let ids: Vec<String> = (1..n).map(|i| format!("n{i}")).collect();
@@ -181,6 +207,13 @@ proptest! {
             .filter(|(_, r)| **r)
             .map(|((id, d), _)| report(id, 3, *d))
             .collect();
+        // The old leader's log holds every write it acknowledged (and maybe more).
+        let mut reports = reports;
+        if leader_reports {
+            let top = durable.iter().copied().max().unwrap_or(0);
+            let own = if acked == u64::MAX { top } else { acked + leader_ahead };
+            reports.push(report("n0", 3, own));
+        }
         if let Ok(c) = choose_leader(&m, mode, &reports) {
             prop_assert!(c.clean);
             if acked != u64::MAX {

@@ -174,6 +174,17 @@ struct Parked<T> {
     done: T,
 }
 
+/// What a cluster map naming this node leader asks of it: see [`Machine::lead_from_map`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapLead {
+    /// It leads in the map's epoch already: nothing to do.
+    Leading,
+    /// It has seen the map's epoch without leading in it now: it must not lead in it.
+    EpochSeen,
+    /// It leads from now on, in the map's epoch ([`Machine::elected`]).
+    Lead,
+}
+
 /// A node's replication state machine; `T` identifies whoever waits for an answer (a reply
 /// channel in the server, a client id in the simulator).
 #[derive(Debug)]
@@ -495,8 +506,11 @@ impl<T> Machine<T> {
     }
 
     /// This node's own log is durable up to `lsn` (capped at what is applied: a report from
-    /// before a log reset may be past it). Releases what that commits.
-    pub fn log_durable(&mut self, lsn: Lsn) {
+    /// before a log reset may be past it), as learned at `mono_ms`. Releases what that
+    /// commits, if the lease (when one is needed) still runs at `mono_ms`: a report handled
+    /// after a pause must not release replies on the clock from before it.
+    pub fn log_durable(&mut self, lsn: Lsn, mono_ms: u64) {
+        self.note_time(mono_ms);
         self.durable = self.durable.max(lsn).min(self.last.lsn);
         while self.epoch_starts.len() > 1 && self.epoch_starts[1].lsn <= self.durable {
             self.epoch_starts.pop_front();
@@ -746,9 +760,18 @@ impl<T> Machine<T> {
     }
 
     /// The control plane's map lists `set` as the in-sync replicas: `sync` waits for each of
-    /// them as well as for those this node counts in sync (see [`Replicas::pin_in_sync`]).
-    pub fn pin_in_sync(&mut self, set: std::collections::BTreeSet<String>) {
-        self.replicas.pin_in_sync(Some(set));
+    /// them (but `me`, this node: a replica the map still lists when it is elected) as well as
+    /// for those this node counts in sync (see [`Replicas::pin_in_sync`]). Like every input
+    /// that may release replies, it brings the time (`mono_ms`).
+    pub fn pin_in_sync(
+        &mut self,
+        set: &std::collections::BTreeSet<String>,
+        me: &str,
+        mono_ms: u64,
+    ) {
+        self.note_time(mono_ms);
+        let others = set.iter().filter(|id| *id != me).cloned().collect();
+        self.replicas.pin_in_sync(Some(others));
         self.release();
     }
 
@@ -921,12 +944,36 @@ impl<T> Machine<T> {
     /// Under a lease the no-op waits for the first grant: a node that takes a stale map for
     /// current (just restarted, say) gets no lease, and so writes nothing its real leader's
     /// log would have to overwrite.
-    pub fn elected(&mut self, epoch: Epoch, log: &mut impl LogSink) {
+    ///
+    /// The in-sync set last pinned ([`Machine::pin_in_sync`]: the map's) is where its own
+    /// starts, at `mono_ms`: see [`Replicas::on_elected`].
+    pub fn elected(&mut self, epoch: Epoch, mono_ms: u64, log: &mut impl LogSink) {
+        self.note_time(mono_ms);
         self.become_leader(epoch);
+        let pinned = self.replicas.pinned().cloned().unwrap_or_default();
+        self.replicas.on_elected(&pinned, self.last.lsn, mono_ms);
         if self.lease_required {
             self.noop_pending = true;
         } else {
             self.append(&Command::Noop, log);
+        }
+    }
+
+    /// What a cluster map naming this node leader in `map_epoch` asks of it.
+    ///
+    /// A node leads only in an epoch it has not seen yet. One that has seen `map_epoch` and
+    /// does not lead in it now restarted since it led in it, and may have lost the unsynced
+    /// tail of its log there, which followers hold: writing in that epoch again would put
+    /// other commands at the same positions. It waits for the controller to elect anew
+    /// (perhaps this node, in a fresh epoch).
+    #[must_use]
+    pub fn lead_from_map(&self, map_epoch: Epoch) -> MapLead {
+        if self.leader && self.epoch == map_epoch {
+            MapLead::Leading
+        } else if self.epoch >= map_epoch {
+            MapLead::EpochSeen
+        } else {
+            MapLead::Lead
         }
     }
 

@@ -108,7 +108,7 @@ fn an_async_write_is_answered_once_the_leader_log_is_durable() {
     assert_eq!(log.0[0].0, pos(1, 1));
     assert!(answers(&mut m).is_empty(), "held until durable");
     assert_eq!(m.held_len(), 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert_eq!(
         answers(&mut m),
         vec![batch(1, vec![Reply::Ok], pos(1, 1), Some(pos(1, 1)))]
@@ -157,7 +157,7 @@ fn a_parked_write_starts_when_a_replica_joins() {
     m.tick(30, &mut log);
     assert_eq!(m.parked_len(), 0);
     assert_eq!(log.0.len(), 1, "started");
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert!(answers(&mut m).is_empty(), "waits for the replica");
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 31);
     assert_eq!(answers(&mut m).len(), 1);
@@ -168,7 +168,7 @@ fn a_sync_write_is_answered_only_once_the_in_sync_replica_has_it_durably() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn(1), 11);
     assert!(answers(&mut m).is_empty(), "applied is not durable");
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 12);
@@ -183,7 +183,7 @@ fn a_held_write_past_its_deadline_fails_saying_it_was_applied() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.tick(10 + TIMEOUT, &mut log);
     let got = answers(&mut m);
     assert_eq!(got.len(), 1);
@@ -250,7 +250,7 @@ fn a_replica_takes_entries_that_continue_its_log_and_refuses_stale_epochs() {
         answers(&mut m).is_empty(),
         "the read waits until what it saw is durable"
     );
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert_eq!(
         answers(&mut m),
         vec![batch(1, vec![Reply::Bulk("v".into())], pos(2, 1), None)]
@@ -270,7 +270,7 @@ fn wait_counts_followers_holding_the_lsn_durably() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     answers(&mut m);
     m.wait(1, None, 100, 10, 2);
     assert!(answers(&mut m).is_empty());
@@ -374,7 +374,7 @@ fn the_configured_commit_rule_is_the_one_used() {
     let mut log = Log::default();
     m.tick(0, &mut log);
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert_eq!(
         answers(&mut m).len(),
         1,
@@ -390,7 +390,7 @@ fn reports_from_an_older_link_are_ignored() {
     m.follower_up("r1", "a", 2, 5);
     m.follower_ack("r1", 2, Lsn::ZERO, Lsn::ZERO, 5);
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
     assert!(
         answers(&mut m).is_empty(),
@@ -419,7 +419,7 @@ fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
         10,
         1,
     );
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
     assert_eq!(answers(&mut m).len(), 1);
     // The follower reconnects (say to receive a snapshot replacing its log): what it reported
@@ -434,7 +434,7 @@ fn a_new_link_counts_its_follower_as_holding_nothing_until_it_acknowledges() {
         13,
         2,
     );
-    m.log_durable(Lsn(2));
+    m.log_durable(Lsn(2), 0);
     m.follower_ack("r1", 2, Lsn(1), Lsn(2), 14);
     assert!(answers(&mut m).is_empty(), "applied is not durable");
     m.follower_ack("r1", 2, Lsn(2), Lsn(2), 15);
@@ -446,7 +446,7 @@ fn a_leader_read_waits_until_its_mode_has_committed_what_it_saw() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 11, 2);
     assert!(
         answers(&mut m).is_empty(),
@@ -473,7 +473,7 @@ fn a_held_read_past_its_deadline_fails_naming_what_it_saw() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     answers(&mut m);
     run(&mut m, &mut log, &["GET", "k"], AckMode::Sync, 20, 2);
     m.tick(20 + TIMEOUT, &mut log);
@@ -497,7 +497,7 @@ fn what_a_mode_committed_stays_committed_when_a_follower_reconnects() {
     let mut m = leader_with_in_sync_follower(0);
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 10, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
     assert_eq!(answers(&mut m).len(), 1);
     m.follower_up("r1", "a", 2, 12);
@@ -523,7 +523,7 @@ fn waits_are_measured_on_the_monotonic_clock_not_the_wall_clock() {
         1,
         &mut log,
     );
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     // The wall clock jumps an hour ahead: nothing times out, the replica stays in sync.
     m.tick(at(3_600_010, 20), &mut log);
     assert!(
@@ -554,7 +554,7 @@ fn a_read_waits_behind_a_parked_write_it_follows() {
     m.follower_up("r1", "x", 1, 20);
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 20);
     m.tick(30, &mut log);
-    m.log_durable(m.last().lsn);
+    m.log_durable(m.last().lsn, 0);
     m.follower_ack("r1", 1, m.last().lsn, m.last().lsn, 40);
     let got = answers(&mut m);
     assert_eq!(
@@ -598,7 +598,7 @@ fn a_snapshot_fails_the_reads_held_on_the_replaced_log() {
     let mut log = Log::default();
     let cmds = sets(10);
     m.apply_entries(E1, (1..=10).map(|l| pos(1, l)).zip(cmds.iter()), None);
-    m.log_durable(Lsn(5));
+    m.log_durable(Lsn(5), 0);
     run(&mut m, &mut log, &["GET", "k1"], AckMode::Async, 10, 7);
     assert_eq!(m.held_len(), 1);
     m.install_snapshot(Store::new(), pos(2, 3));
@@ -616,7 +616,7 @@ fn what_followers_reported_of_a_replaced_log_no_longer_counts() {
     let mut log = Log::default();
     let cmds = sets(10);
     m.apply_entries(E1, (1..=10).map(|l| pos(1, l)).zip(cmds.iter()), None);
-    m.log_durable(Lsn(10));
+    m.log_durable(Lsn(10), 0);
     m.follower_up("f", "x", 1, 0);
     m.follower_ack("f", 1, Lsn(10), Lsn(10), 0);
     m.install_snapshot(Store::new(), pos(2, 3));
@@ -631,7 +631,7 @@ fn what_followers_reported_of_a_replaced_log_no_longer_counts() {
         2,
         9,
     );
-    m.log_durable(m.last().lsn);
+    m.log_durable(m.last().lsn, 0);
     let got = answers(&mut m);
     assert!(
         got.iter().all(|(id, _)| *id != 9),
@@ -645,7 +645,7 @@ fn a_reconnecting_in_sync_follower_keeps_its_place_until_it_acknowledges() {
     let mut log = Log::default();
     run(&mut m, &mut log, &["SET", "a", "1"], AckMode::Sync, 1, 1);
     m.note_shipped(1);
-    m.log_durable(m.last().lsn);
+    m.log_durable(m.last().lsn, 0);
     m.follower_ack("r1", 1, m.last().lsn, m.last().lsn, 2);
     m.tick(3, &mut log);
     answers(&mut m);
@@ -667,7 +667,7 @@ fn a_reconnecting_in_sync_follower_keeps_its_place_until_it_acknowledges() {
         t + 11,
         2,
     );
-    m.log_durable(m.last().lsn);
+    m.log_durable(m.last().lsn, 0);
     assert!(answers(&mut m).is_empty());
     m.follower_ack("r1", 2, m.last().lsn, m.last().lsn, t + 12);
     assert_eq!(answers(&mut m).len(), 1);
@@ -689,7 +689,7 @@ fn paused_writes_park_with_the_reads_behind_them_and_start_when_resumed() {
     m.tick(20, &mut log);
     assert_eq!(m.parked_len(), 2, "a tick does not start paused writes");
     m.resume_writes(30, &mut log);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert_eq!(
         answers(&mut m),
         vec![
@@ -716,7 +716,7 @@ fn a_switchover_targets_a_named_or_the_most_up_to_date_in_sync_replica_and_waits
         .switchover_target(Some("127.0.0.1:9".parse().unwrap()))
         .is_none());
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Sync, 2, 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     m.follower_ack("r1", 1, Lsn(1), Lsn(1), 3);
     assert_eq!(m.switchover_target(None).map(|r| r.id.as_str()), Some("r1"));
     assert!(!m.switchover_ready("r1"), "writes are not paused");
@@ -737,11 +737,11 @@ fn a_replica_takes_over_only_holding_exactly_the_upstream_last_position_durably(
     let mut m = replica();
     let cmds = sets(3);
     m.apply_entries(E1, (1..=3).map(|l| pos(1, l)).zip(cmds.iter()), None);
-    m.log_durable(Lsn(2));
+    m.log_durable(Lsn(2), 0);
     assert!(m
         .takeover_check(pos(1, 3))
         .is_err_and(|e| e.contains("durable 2")));
-    m.log_durable(Lsn(3));
+    m.log_durable(Lsn(3), 0);
     assert_eq!(m.takeover_check(pos(1, 3)), Ok(()));
     assert!(m.takeover_check(pos(1, 4)).is_err(), "behind the upstream");
     assert!(m.takeover_check(pos(2, 3)).is_err(), "another entry at 3");
@@ -770,14 +770,14 @@ fn a_leader_that_needs_a_lease_writes_and_answers_only_while_it_holds_one() {
     // Granted up to 500: the write runs, and its reply goes once durable.
     m.grant_lease(500, 20, &mut log);
     assert_eq!(log.0.len(), 1);
-    m.log_durable(Lsn(1));
+    m.log_durable(Lsn(1), 0);
     assert_eq!(first_replies(&mut m), vec![(1, Reply::Ok)]);
     // Past the lease, a durable write is not acknowledged: another node may lead already.
     m.tick(499, &mut log);
     run(&mut m, &mut log, &["SET", "k", "2"], AckMode::Async, 499, 2);
     assert_eq!(log.0.len(), 2, "started while the lease held");
     m.tick(500, &mut log);
-    m.log_durable(Lsn(2));
+    m.log_durable(Lsn(2), 0);
     assert!(answers(&mut m).is_empty(), "released without a lease");
     // An `async` reply held for the lease, though durable, is no broken invariant.
     m.check_invariants();
@@ -793,7 +793,7 @@ fn a_leader_that_needs_a_lease_writes_and_answers_only_while_it_holds_one() {
     // Without a renewal, held replies fail at their deadline rather than wait forever.
     run(&mut m, &mut log, &["SET", "k", "3"], AckMode::Async, 990, 4);
     m.tick(1_000, &mut log);
-    m.log_durable(Lsn(3));
+    m.log_durable(Lsn(3), 0);
     m.tick(990 + TIMEOUT, &mut log);
     let failed = first_replies(&mut m);
     assert_eq!(failed.len(), 1);
@@ -819,8 +819,8 @@ fn an_elected_leader_writes_a_noop_of_its_epoch_at_its_first_lease_before_anythi
         )],
         None,
     );
-    m.log_durable(Lsn(1));
-    m.elected(Epoch(3), &mut log);
+    m.log_durable(Lsn(1), 0);
+    m.elected(Epoch(3), 0, &mut log);
     // Nothing is written before the controller confirms the leadership with a lease.
     assert!(log.0.is_empty());
     run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
@@ -831,7 +831,7 @@ fn an_elected_leader_writes_a_noop_of_its_epoch_at_its_first_lease_before_anythi
     assert_eq!(m.durable_position(), pos(1, 1));
     // The read reflects the no-op, and waits for it to be durable.
     assert!(answers(&mut m).is_empty());
-    m.log_durable(Lsn(2));
+    m.log_durable(Lsn(2), 0);
     assert_eq!(m.durable_position(), pos(3, 2));
     assert_eq!(
         first_replies(&mut m),
@@ -844,7 +844,7 @@ fn a_leader_elected_on_a_stale_map_writes_nothing_and_its_waiting_batches_time_o
     let mut m = replica();
     let mut log = Log::default();
     m.require_lease();
-    m.elected(Epoch(4), &mut log);
+    m.elected(Epoch(4), 0, &mut log);
     run(&mut m, &mut log, &["GET", "k"], AckMode::Async, 10, 1);
     run(&mut m, &mut log, &["SET", "k", "v"], AckMode::Async, 10, 2);
     m.tick(10 + TIMEOUT - 1, &mut log);
@@ -856,4 +856,25 @@ fn a_leader_elected_on_a_stale_map_writes_nothing_and_its_waiting_batches_time_o
         .iter()
         .all(|(_, r)| matches!(r, Reply::Error(e) if e.starts_with("TRYAGAIN"))));
     assert!(log.0.is_empty(), "wrote {:?}", log.0);
+}
+
+#[test]
+fn a_leader_resuming_from_a_pause_releases_nothing_on_the_clock_from_before_it() {
+    // Finding H of the simulator: the first thing a paused leader handles on resuming is
+    // often its fsync report. Its lease ran out during the pause, so the reply stays held.
+    let mut m = leader();
+    let mut log = Log::default();
+    m.require_lease();
+    m.grant_lease(500, 20, &mut log);
+    run(&mut m, &mut log, &["SET", "k", "1"], AckMode::Async, 30, 1);
+    m.log_durable(Lsn(1), 1_400);
+    assert!(
+        answers(&mut m).is_empty(),
+        "released 900 ms after the lease ended"
+    );
+    // The map's in-sync set, learned after the pause, releases nothing either.
+    m.pin_in_sync(&std::collections::BTreeSet::new(), "n0", 1_401);
+    assert!(answers(&mut m).is_empty());
+    m.grant_lease(2_000, 1_500, &mut log);
+    assert_eq!(first_replies(&mut m), vec![(1, Reply::Ok)]);
 }

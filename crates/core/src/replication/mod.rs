@@ -52,8 +52,8 @@ pub use ack::{AckMode, AckModeError};
 pub use epochs::{last_shared, shared_prefix, EpochOrderError, EpochTable};
 pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
 pub use machine::{
-    Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, Now, NOREPLICAS,
-    READONLY,
+    Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, MapLead, Now,
+    NOREPLICAS, READONLY,
 };
 pub use pending::Pending;
 pub use replicas::{IsrChange, ReplicaProgress, Replicas};

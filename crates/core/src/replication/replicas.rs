@@ -30,9 +30,27 @@ pub struct ReplicaProgress {
     pub last_contact_ms: u64,
     /// When its link came up (or went down, when not connected).
     pub since_ms: u64,
-    /// Its current link has not acknowledged yet: it counts as holding nothing, and keeps its
+    /// Its current link has not acknowledged yet, or it has no link yet since this node was
+    /// elected with it in the map's in-sync set: it counts as holding nothing, and keeps its
     /// place in or out of the in-sync set until it acknowledges (or goes silent).
     pub awaiting_ack: bool,
+}
+
+impl ReplicaProgress {
+    /// A follower first heard of at `now_ms`: no link, holding nothing, out of sync.
+    fn unknown(id: &str, now_ms: u64) -> ReplicaProgress {
+        ReplicaProgress {
+            id: id.to_string(),
+            addr: String::new(),
+            durable: Lsn::ZERO,
+            applied: Lsn::ZERO,
+            connected: false,
+            in_sync: false,
+            last_contact_ms: now_ms,
+            since_ms: now_ms,
+            awaiting_ack: false,
+        }
+    }
 }
 
 /// A change of the in-sync set.
@@ -121,17 +139,7 @@ impl Replicas {
         let r = self
             .replicas
             .entry(id.to_string())
-            .or_insert_with(|| ReplicaProgress {
-                id: id.to_string(),
-                addr: String::new(),
-                durable: Lsn::ZERO,
-                applied: Lsn::ZERO,
-                connected: false,
-                in_sync: false,
-                last_contact_ms: now_ms,
-                since_ms: now_ms,
-                awaiting_ack: false,
-            });
+            .or_insert_with(|| ReplicaProgress::unknown(id, now_ms));
         r.addr = addr.to_string();
         r.connected = true;
         r.last_contact_ms = now_ms;
@@ -145,6 +153,36 @@ impl Replicas {
         if let Some(r) = self.replicas.get_mut(id) {
             r.connected = false;
             r.since_ms = now_ms;
+            r.awaiting_ack = false;
+        }
+    }
+
+    /// This node was just elected leader; `in_sync` is the set the cluster map held, every
+    /// member of which holds each write acknowledged under `sync` so far, and `last` is the end
+    /// of this node's log, all of which its predecessor may have acknowledged.
+    ///
+    /// The map's members start in sync, holding nothing until they acknowledge on a link of
+    /// their own, and leave only as any replica does, once silent or lagging past the bound
+    /// (as a new Kafka partition leader starts from the controller's in-sync set): a new leader
+    /// does not empty the map's set before its replicas have had time to reconnect. Every
+    /// other replica joins only once it holds `last`.
+    pub fn on_elected(
+        &mut self,
+        in_sync: &std::collections::BTreeSet<String>,
+        last: Lsn,
+        now_ms: u64,
+    ) {
+        self.sync_floor = self.sync_floor.max(last);
+        for id in in_sync {
+            let r = self
+                .replicas
+                .entry(id.clone())
+                .or_insert_with(|| ReplicaProgress::unknown(id, now_ms));
+            r.durable = Lsn::ZERO;
+            r.applied = Lsn::ZERO;
+            r.in_sync = true;
+            r.awaiting_ack = true;
+            r.last_contact_ms = now_ms;
         }
     }
 
@@ -232,9 +270,10 @@ impl Replicas {
                 let silent = now_ms.saturating_sub(r.last_contact_ms) > self.lag_max_ms;
                 let within = r.connected && !silent && lag <= self.lag_max_ms;
                 // Staying needs only the lag bound; joining also needs every write already
-                // acknowledged under `sync`. A new link that has not acknowledged yet keeps
-                // its place: its lag is unknown, not large.
-                let ok = if r.awaiting_ack && r.connected && !silent {
+                // acknowledged under `sync`. A new link that has not acknowledged yet (or a
+                // replica of the map's set a new leader awaits) keeps its place: its lag is
+                // unknown, not large.
+                let ok = if r.awaiting_ack && !silent {
                     r.in_sync
                 } else {
                     within && (r.in_sync || r.durable >= self.sync_floor)
@@ -302,6 +341,12 @@ impl Replicas {
     /// write acknowledged under `sync`.
     pub fn pin_in_sync(&mut self, set: Option<std::collections::BTreeSet<String>>) {
         self.pinned = set;
+    }
+
+    /// The control plane's in-sync set, when one is pinned.
+    #[must_use]
+    pub fn pinned(&self) -> Option<&std::collections::BTreeSet<String>> {
+        self.pinned.as_ref()
     }
 
     /// The replicas `sync` waits for: see [`Replicas::pin_in_sync`].

@@ -736,3 +736,61 @@ fn sync_waits_for_the_maps_set_and_the_local_one_together() {
     assert_eq!(r.commit_lsn(AckMode::Sync, lsn(9)), Lsn::ZERO);
     assert!(r.can_start(AckMode::Sync));
 }
+
+// ---- a new leader's start ----
+
+/// A replica elected leader with its log at `last`, the map's in-sync set `map_set`.
+fn elected_at(last: u64, map_set: &[&str], now_ms: u64) -> Replicas {
+    let mut r = Replicas::new(lsn(last), LAG_MAX_MS, 0);
+    let set = map_set.iter().map(|s| s.to_string()).collect();
+    r.pin_in_sync(Some(std::collections::BTreeSet::clone(&set)));
+    r.on_elected(&set, lsn(last), now_ms);
+    check(&r);
+    r
+}
+
+#[test]
+fn a_new_leader_keeps_the_maps_in_sync_replicas_until_they_reconnect_or_go_silent() {
+    // Finding F of the simulator: a new leader whose own set started empty emptied the map's
+    // at its first renewal; lost before a replica reconnected, nobody could be elected.
+    let mut r = elected_at(10, &["a", "b"], 1_000);
+    assert_eq!(in_sync(&r), ["a", "b"]);
+    assert!(
+        r.evaluate(1_000 + LAG_MAX_MS).is_empty(),
+        "kept while not silent"
+    );
+    // They hold nothing until they acknowledge: `sync` commits nothing yet.
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(10)), Lsn::ZERO);
+    assert!(r.can_start(AckMode::Sync));
+    // `a` reconnects and acknowledges everything; `b` never comes back.
+    r.start_link("a", "10.0.0.1:6379", 1_020);
+    ack(&mut r, "a", 10, 1_030);
+    assert!(r.evaluate(1_030).is_empty());
+    assert_eq!(
+        r.commit_lsn(AckMode::Sync, lsn(10)),
+        Lsn::ZERO,
+        "b still counts"
+    );
+    ack(&mut r, "a", 10, 1_100);
+    assert_eq!(r.evaluate(1_101), vec![left("b", 0)]);
+    assert_eq!(
+        r.commit_lsn(AckMode::Sync, lsn(10)),
+        lsn(0),
+        "the map still lists b"
+    );
+    r.pin_in_sync(Some(["a".to_string()].into()));
+    assert_eq!(r.commit_lsn(AckMode::Sync, lsn(10)), lsn(10));
+    assert_eq!(in_sync(&r), ["a"]);
+}
+
+#[test]
+fn a_new_leader_takes_into_its_in_sync_set_only_replicas_holding_its_whole_log() {
+    // Finding I of the simulator: elected with 47 entries (all of which its predecessor may
+    // have acknowledged under `sync`), it counted a replica at 39 in sync at once.
+    let mut r = elected_at(47, &[], 1_000);
+    r.start_link("c", "10.0.0.3:6379", 1_010);
+    ack(&mut r, "c", 39, 1_020);
+    assert!(r.evaluate(1_021).is_empty(), "joined while lacking 40..47");
+    ack(&mut r, "c", 47, 1_030);
+    assert_eq!(r.evaluate(1_031), vec![joined("c")]);
+}

@@ -71,12 +71,41 @@ impl Server {
         Server::start_controlled_with_env(dirs, extra, &[])
     }
 
-    /// [`Server::start_controlled`] with `env` set for every node.
+    /// [`Server::start_controlled`] with `env` set for every node. Like [`Server::start`], a
+    /// cluster whose node could not listen on its picked port is started again on others
+    /// (every node's address is in every other's `--control-peers`).
     pub fn start_controlled_with_env(
         dirs: &[&Path],
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Vec<Server> {
+        for _attempt in 0..5 {
+            let mut nodes = Server::spawn_controlled(dirs, extra, env);
+            let mut busy = false;
+            for n in &mut nodes {
+                match n.try_wait_ready() {
+                    Ok(()) => {}
+                    Err(log) if log.contains("cannot listen") => busy = true,
+                    Err(log) => panic!("replikv did not become ready; log:\n{log}"),
+                }
+                if busy {
+                    break;
+                }
+            }
+            if !busy {
+                return nodes;
+            }
+            drop(nodes);
+            for dir in dirs {
+                std::fs::remove_dir_all(dir.join("data")).ok();
+                std::fs::remove_file(dir.join("server.log")).ok();
+            }
+        }
+        panic!("replikv found no free ports for a cluster");
+    }
+
+    /// Starts the nodes of [`Server::start_controlled_with_env`] on freshly picked ports.
+    fn spawn_controlled(dirs: &[&Path], extra: &[&str], env: &[(&str, &str)]) -> Vec<Server> {
         let ports: Vec<(u16, u16)> = dirs.iter().map(|_| (free_port(), free_port())).collect();
         let peers = ports
             .iter()
@@ -84,8 +113,7 @@ impl Server {
             .map(|(i, (port, _))| format!("n{i}=127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut nodes: Vec<Server> = dirs
-            .iter()
+        dirs.iter()
             .zip(&ports)
             .enumerate()
             .map(|(i, (dir, (port, admin_port)))| {
@@ -112,11 +140,7 @@ impl Server {
                 s.spawn();
                 s
             })
-            .collect();
-        for n in &mut nodes {
-            n.wait_ready();
-        }
-        nodes
+            .collect()
     }
 
     fn spawn(&mut self) {
