@@ -319,7 +319,7 @@ fn auto_flapping_leaders() {
     pinned(
         &[
             (35, AckMode::Sync, 3),
-            (0, AckMode::Quorum, 5),
+            (47, AckMode::Quorum, 5),
             (54, AckMode::SemiSync(1), 5),
         ],
         "flapping",
@@ -397,7 +397,7 @@ fn auto_planted_bug_a_lease_granted_without_a_read_index_round_is_caught() {
     let caught = auto_caught(
         &SimConfig::auto(AckMode::Quorum),
         ControlBug::GrantWithoutReadIndex,
-        &[59, 94, 135],
+        &[9, 78, 94],
         Property::LeaseSafety,
     );
     assert!(
