@@ -1050,7 +1050,13 @@ async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
                 MemberOp::Add { id: text(id), addr }
             }
             [sub, id] if sub.eq_ignore_ascii_case(b"voter") => MemberOp::Voter { id: text(id) },
-            [sub, id] if sub.eq_ignore_ascii_case(b"remove") => MemberOp::Remove { id: text(id) },
+            [sub, id] if sub.eq_ignore_ascii_case(b"remove") => {
+                match safe_removal(shared, &text(id)).await {
+                    Ok(Some(epoch)) => MemberOp::Remove { id: text(id), epoch },
+                    Ok(None) => return Frame::Simple("OK".into()),
+                    Err(e) => return e,
+                }
+            }
         [sub, id, up] if sub.eq_ignore_ascii_case(b"upstream") => MemberOp::Upstream {
             id: text(id),
             upstream: (!up.eq_ignore_ascii_case(b"leader")).then(|| text(up)),
@@ -1069,7 +1075,7 @@ async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
             match &op {
                 MemberOp::Add { id, .. } => m.members.contains_key(id),
                 MemberOp::Voter { id } => m.members.get(id).is_some_and(|x| x.voter),
-                MemberOp::Remove { id } => !m.members.contains_key(id),
+                MemberOp::Remove { id, .. } => !m.members.contains_key(id),
                 MemberOp::Upstream { id, upstream } => {
                     m.members.get(id).is_some_and(|x| x.upstream == *upstream)
                 }
@@ -1096,6 +1102,72 @@ async fn member(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
              or refused it (the leader cannot be removed; a member must exist); see /status",
             MEMBER_WAIT.as_secs()
         )),
+    }
+}
+
+/// Before `REPLIKV MEMBER REMOVE id` goes to the controller: on the leader, stop counting the
+/// member for acknowledgements and wait until the other replicas hold every write
+/// acknowledged so far (so no election after the removal can miss one). `Ok(Some(epoch))`:
+/// it may leave, as the leader of `epoch` says; `Ok(None)`: it is no member (nothing to do).
+async fn safe_removal(
+    shared: &Arc<Shared>,
+    id: &str,
+) -> Result<Option<replikv_core::Epoch>, Frame> {
+    use crate::node::RemovalStep;
+    let map = shared.repl.map.borrow().clone();
+    let Some(map) = map else {
+        return Err(err("ERR this node has no cluster map yet"));
+    };
+    if !map.members.contains_key(id) {
+        return Ok(None);
+    }
+    let me = shared.repl.node_id.as_str();
+    match map.leader.as_deref() {
+        Some(l) if l == id => {
+            return Err(err(
+                "ERR the leader cannot be removed; hand leadership over first (FAILOVER)",
+            ))
+        }
+        Some(l) if l == me => {}
+        Some(l) => {
+            let addr = map.members.get(l).map_or("?", |m| m.addr.as_str());
+            return Err(err(format!(
+                "ERR send REPLIKV MEMBER REMOVE to the leader {l} ({addr}): it first makes sure the other replicas hold every acknowledged write"
+            )));
+        }
+        None => return Err(err("ERR the cluster has no leader now; try again")),
+    }
+    let step = |step: RemovalStep| async move {
+        let (done, rx) = oneshot::channel();
+        let msg = NodeMsg::Removal {
+            id: id.to_string(),
+            step,
+            done,
+        };
+        if !shared.node.send(msg).await {
+            return Err(node_stopped());
+        }
+        match rx.await {
+            Ok(Ok(ready)) => Ok(ready),
+            Ok(Err(e)) => Err(err(format!("ERR {e}"))),
+            Err(_) => Err(node_stopped()),
+        }
+    };
+    let deadline = tokio::time::Instant::now() + MEMBER_WAIT;
+    let mut ready = step(RemovalStep::Begin).await?;
+    while ready.is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ready = step(RemovalStep::Check).await?;
+    }
+    match ready {
+        Some(epoch) => Ok(Some(epoch)),
+        None => {
+            step(RemovalStep::Cancel).await?;
+            Err(err(format!(
+                "ERR {id} not removed: within {} s the other replicas did not come to hold every write acknowledged with its help (are they down or lagging?)",
+                MEMBER_WAIT.as_secs()
+            )))
+        }
     }
 }
 

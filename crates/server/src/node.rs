@@ -64,6 +64,17 @@ const TRUNCATE_READ_BYTES: u64 = 16 << 20;
 const CONTROLLED: &str =
     "ERR the control plane (control_peers) decides who leads here; use FAILOVER to hand leadership over";
 
+/// A step of removing a member ([`NodeMsg::Removal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalStep {
+    /// Stop counting it for acknowledgements, and say whether it may leave.
+    Begin,
+    /// Say whether it may leave.
+    Check,
+    /// Count it again: the removal is given up.
+    Cancel,
+}
+
 /// A request to the node.
 #[derive(Debug)]
 pub enum NodeMsg {
@@ -103,6 +114,16 @@ pub enum NodeMsg {
         upstream: Option<Upstream>,
         /// `+OK` or an error.
         done: oneshot::Sender<Reply>,
+    },
+    /// `REPLIKV MEMBER REMOVE`, on the leader: a step of removing a replica safely.
+    Removal {
+        /// The member to remove.
+        id: String,
+        /// What to do.
+        step: RemovalStep,
+        /// `Some(epoch)`: the other replicas hold every acknowledged write, and the member may
+        /// leave, as this leader of `epoch` says; `None`: not yet. An error: not the leader.
+        done: oneshot::Sender<Result<Option<Epoch>, String>>,
     },
     /// A follower's link came up (downstream side).
     FollowerUp {
@@ -735,6 +756,24 @@ impl Node {
                 };
                 let _ = done.send(reply);
             }
+            NodeMsg::Removal { id, step, done } => {
+                let answer = match step {
+                    RemovalStep::Begin => self.machine.begin_removal(&id),
+                    RemovalStep::Check => Ok(()),
+                    RemovalStep::Cancel => {
+                        self.machine.cancel_removal(&id);
+                        Ok(())
+                    }
+                }
+                .map(|()| {
+                    (step != RemovalStep::Cancel && self.machine.removal_ready(&id))
+                        .then(|| self.machine.epoch())
+                });
+                if step == RemovalStep::Begin && answer.is_ok() {
+                    info!(member = %id, "removing a member: it no longer counts for acknowledgements");
+                }
+                let _ = done.send(answer);
+            }
             NodeMsg::FollowerUp { id, addr, link } => {
                 info!(follower = %id, %addr, link, "follower connected");
                 self.machine.follower_up(&id, &addr, link, mono_ms());
@@ -1228,6 +1267,8 @@ impl Node {
     fn on_map(&mut self, map: &ClusterMap) {
         let me = self.repl.node_id.clone();
         self.machine.pin_in_sync(&map.in_sync, &me, mono_ms());
+        self.machine
+            .pin_members(map.members.keys().cloned().collect());
         let Some(leader) = map.leader.clone() else {
             return;
         };

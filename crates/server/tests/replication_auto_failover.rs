@@ -424,6 +424,74 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
     );
 }
 
+/// Removing a member under `quorum` waits until the others hold every write acknowledged
+/// with its help: refused while the only other replica is paused, done once it is back, and
+/// the remaining replica then holds every acknowledged write.
+#[test]
+fn a_member_is_removed_only_once_the_others_hold_every_acknowledged_write() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    let mut nodes = start_with_faults(&paths, "5000");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(20));
+    let id_of = |port: u16| format!("n{}", ports.iter().position(|p| *p == port).unwrap());
+    let others: Vec<u16> = ports.iter().copied().filter(|p| *p != first).collect();
+    let (leaving, staying) = (others[0], others[1]);
+    let mut c = Resp::connect(first);
+    assert_eq!(text(&c.call(&["SET", "before", "1"])), "OK");
+    eprintln!(
+        "phase: pause {}; writes are acknowledged with {}'s copy alone",
+        id_of(staying),
+        id_of(leaving)
+    );
+    let signal = |port: u16, sig: &str| {
+        let node = nodes.iter().find(|n| n.port == port).unwrap();
+        let pid = node.child.as_ref().unwrap().id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal(staying, "-STOP");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        assert_eq!(text(&c.call(&["SET", k, "v"])), "OK");
+    }
+    let leader_now = wait_leader(&[first, leaving], None, Duration::from_secs(10));
+    assert_eq!(
+        leader_now, first,
+        "the leader changed while a replica was paused"
+    );
+    let refused = c.call(&["REPLIKV", "MEMBER", "REMOVE", &id_of(leaving)]);
+    signal(staying, "-CONT");
+    assert!(
+        is_error(&refused, "ERR"),
+        "removed while {} lacked acknowledged writes: {refused:?}",
+        id_of(staying)
+    );
+    let elsewhere = Resp::connect(leaving).call(&["REPLIKV", "MEMBER", "REMOVE", &id_of(leaving)]);
+    assert!(
+        is_error(&elsewhere, "ERR send REPLIKV MEMBER REMOVE to the leader"),
+        "{elsewhere:?}"
+    );
+
+    eprintln!("phase: resumed; the removal goes through");
+    let reply = c.call(&["REPLIKV", "MEMBER", "REMOVE", &id_of(leaving)]);
+    assert_eq!(text(&reply), "OK", "{reply:?}");
+    // The one replica left, which any election now depends on, holds every write that was
+    // acknowledged with the removed member's copy.
+    node_by_port(&mut nodes, leaving).kill9();
+    let lost = missing(staying, &keys);
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes the remaining replica lacks: {lost:?}"
+    );
+    // And writes go on, acknowledged by it.
+    assert_eq!(text(&c.call(&["SET", "after", "1"])), "OK");
+}
+
 /// A deposed leader that wrote entries no one else has (never acknowledged: `quorum` found no
 /// replica for them) comes back: it cuts its log back to the last entry it shares with the new
 /// leader, counts what it discarded, and follows without a full resync.

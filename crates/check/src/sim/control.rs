@@ -435,6 +435,8 @@ impl World {
             return;
         };
         live.machine.pin_in_sync(&map.in_sync, &me, self.now_ms);
+        live.machine
+            .pin_members(map.members.keys().cloned().collect());
         let Some(leader) = map.leader.clone() else {
             self.settle(node);
             return;

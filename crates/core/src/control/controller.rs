@@ -123,10 +123,15 @@ pub enum MemberOp {
         /// Its node id.
         id: String,
     },
-    /// A member leaves (not the leader: hand leadership over first).
+    /// A member leaves (not the leader: hand leadership over first). The leader of `epoch`
+    /// asks for it once the other replicas hold every write acknowledged with the member's
+    /// help; from another epoch (a leader elected meanwhile counted the member again) it is
+    /// refused.
     Remove {
         /// Its node id.
         id: String,
+        /// The epoch of the leader that made sure of the others.
+        epoch: Epoch,
     },
     /// A replica replicates from another replica (a tree), or from the leader (`None`).
     Upstream {
@@ -567,8 +572,11 @@ impl Controller {
                 });
                 out.push(Action::Propose(MapCommand::SetUpstream { id, upstream }));
             }
-            MemberOp::Remove { id } => {
-                if map.leader.as_ref() == Some(&id) || !map.members.contains_key(&id) {
+            MemberOp::Remove { id, epoch } => {
+                if map.leader.as_ref() == Some(&id)
+                    || !map.members.contains_key(&id)
+                    || map.epoch != epoch
+                {
                     return;
                 }
                 out.push(Action::Event {

@@ -206,6 +206,8 @@ pub struct Machine<T> {
     /// The highest LSN each mode has committed in this term: being committed is permanent,
     /// even when a follower that held an entry reconnects and has not acknowledged yet.
     committed: BTreeMap<AckMode, Lsn>,
+    /// Members being removed: what each mode had acknowledged when the removal began.
+    removals: BTreeMap<String, Vec<(AckMode, Lsn)>>,
     /// The leader's time up to which this replica is current.
     current_as_of_ms: Option<u64>,
     /// Writes are paused (a switchover is handing leadership over): they park until resumed.
@@ -254,6 +256,7 @@ impl<T> Machine<T> {
             replicas: Replicas::new(last.lsn, config.replica_lag_max_ms, config.cluster_size),
             links: BTreeMap::new(),
             committed: BTreeMap::new(),
+            removals: BTreeMap::new(),
             current_as_of_ms: None,
             paused: false,
             lease_required: false,
@@ -775,6 +778,59 @@ impl<T> Machine<T> {
         self.release();
     }
 
+    /// The control plane's members: a follower that is not one counts for nothing (see
+    /// [`Replicas::pin_members`]). A removal begun here ([`Machine::begin_removal`]) is over
+    /// once the map no longer lists the member (added again later, it counts again).
+    pub fn pin_members(&mut self, members: std::collections::BTreeSet<String>) {
+        let pending: Vec<String> = self.removals.keys().cloned().collect();
+        for id in pending {
+            if !members.contains(&id) {
+                // Removed: nothing more to wait for; it no longer counts as a non-member.
+                self.removals.remove(&id);
+                self.replicas.exclude(&id, false);
+            }
+        }
+        self.replicas.pin_members(Some(members));
+    }
+
+    /// Starts removing replica `id` from the cluster (the leader only): from now on no commit
+    /// rule counts it, and [`Machine::removal_ready`] tells when the other replicas hold every
+    /// write acknowledged so far, under every mode something was acknowledged in: then the
+    /// member may leave without any acknowledged write depending on it.
+    ///
+    /// # Errors
+    /// This node does not lead.
+    pub fn begin_removal(&mut self, id: &str) -> Result<(), String> {
+        if !self.leader {
+            return Err("this node does not lead".to_string());
+        }
+        let mut marks: Vec<(AckMode, Lsn)> = self.committed.iter().map(|(m, l)| (*m, *l)).collect();
+        let default = self.config.default_ack;
+        marks.push((default, self.commit_lsn(default)));
+        self.replicas.exclude(id, true);
+        self.removals.insert(id.to_string(), marks);
+        Ok(())
+    }
+
+    /// Whether the removal of `id` begun here may go ahead: see [`Machine::begin_removal`].
+    #[must_use]
+    pub fn removal_ready(&self, id: &str) -> bool {
+        let rule = self.config.commit_rule;
+        self.leader
+            && self.removals.get(id).is_some_and(|marks| {
+                marks
+                    .iter()
+                    .all(|(mode, mark)| rule(&self.replicas, *mode, self.durable) >= *mark)
+            })
+    }
+
+    /// Gives up removing `id`: it counts again.
+    pub fn cancel_removal(&mut self, id: &str) {
+        if self.removals.remove(id).is_some() {
+            self.replicas.exclude(id, false);
+        }
+    }
+
     /// Gives the lease up (a switchover hands leadership over through the control plane):
     /// from now on this leader releases nothing and starts nothing, and takes no grant,
     /// until it stops leading. The new leader may then start at once.
@@ -922,6 +978,9 @@ impl<T> Machine<T> {
         self.noop_pending = false;
         self.lease_surrendered = false;
         self.committed.clear();
+        for id in std::mem::take(&mut self.removals).into_keys() {
+            self.replicas.exclude(&id, false);
+        }
     }
 
     /// This node leads from now on, writing in `epoch` (higher than any it has seen).
@@ -1046,11 +1105,7 @@ impl<T> Machine<T> {
         if pos.lsn > Lsn::ZERO {
             let _ = self.epochs.note(pos);
         }
-        self.replicas = Replicas::new(
-            pos.lsn,
-            self.config.replica_lag_max_ms,
-            self.config.cluster_size,
-        );
+        self.replicas = self.replicas.emptied(pos.lsn);
         self.links.clear();
         self.committed.clear();
     }

@@ -49,7 +49,11 @@ fn config() -> MachineConfig {
 }
 
 fn leader() -> Machine<u32> {
-    Machine::new(Store::new(), ZERO, E1, true, config())
+    leader_with(config())
+}
+
+fn leader_with(config: MachineConfig) -> Machine<u32> {
+    Machine::new(Store::new(), ZERO, E1, true, config)
 }
 
 fn replica() -> Machine<u32> {
@@ -327,16 +331,10 @@ fn a_snapshot_replaces_the_state_and_releases_held_reads() {
 
 #[test]
 fn a_command_too_large_for_the_log_is_refused_before_it_is_applied() {
-    let mut m: Machine<u32> = Machine::new(
-        Store::new(),
-        ZERO,
-        E1,
-        true,
-        MachineConfig {
-            payload_bytes_max: 64,
-            ..config()
-        },
-    );
+    let mut m = leader_with(MachineConfig {
+        payload_bytes_max: 64,
+        ..config()
+    });
     let mut log = Log::default();
     let big = "x".repeat(100);
     run(&mut m, &mut log, &["SET", "k", &big], AckMode::Async, 10, 1);
@@ -359,16 +357,10 @@ fn sync_without_replicas(r: &Replicas, mode: AckMode, own: Lsn) -> Lsn {
 
 #[test]
 fn the_configured_commit_rule_is_the_one_used() {
-    let mut m: Machine<u32> = Machine::new(
-        Store::new(),
-        ZERO,
-        E1,
-        true,
-        MachineConfig {
-            commit_rule: sync_without_replicas,
-            ..config()
-        },
-    );
+    let mut m = leader_with(MachineConfig {
+        commit_rule: sync_without_replicas,
+        ..config()
+    });
     m.follower_up("r1", "a", 1, 0);
     m.follower_ack("r1", 1, Lsn::ZERO, Lsn::ZERO, 0);
     let mut log = Log::default();
@@ -877,4 +869,48 @@ fn a_leader_resuming_from_a_pause_releases_nothing_on_the_clock_from_before_it()
     assert!(answers(&mut m).is_empty());
     m.grant_lease(2_000, 1_500, &mut log);
     assert_eq!(first_replies(&mut m), vec![(1, Reply::Ok)]);
+}
+
+#[test]
+fn a_member_leaves_only_once_the_others_hold_what_was_acknowledged_with_it() {
+    // Three nodes under quorum (one replica needed): a write acknowledged with r1's copy
+    // alone must reach r2 before r1 may leave, and nothing acknowledged meanwhile counts r1.
+    let mut m = leader_with(MachineConfig {
+        default_ack: AckMode::Quorum,
+        cluster_size: 3,
+        ..config()
+    });
+    let mut log = Log::default();
+    for (r, link) in [("r1", 1), ("r2", 2)] {
+        m.follower_up(r, "x", link, 0);
+        m.follower_ack(r, link, Lsn::ZERO, Lsn::ZERO, 0);
+    }
+    m.tick(0, &mut log);
+    run(&mut m, &mut log, &["SET", "k", "1"], AckMode::Quorum, 10, 1);
+    m.log_durable(Lsn(1), 10);
+    m.follower_ack("r1", 1, Lsn(1), Lsn(1), 11);
+    assert_eq!(first_replies(&mut m), vec![(1, Reply::Ok)]);
+    assert!(replica().begin_removal("r1").is_err(), "only the leader");
+    m.begin_removal("r1").unwrap();
+    assert!(!m.removal_ready("r1"), "r2 lacks the acknowledged write");
+    // A new write is not acknowledged on r1's copy any more.
+    run(&mut m, &mut log, &["SET", "k", "2"], AckMode::Quorum, 20, 2);
+    m.log_durable(Lsn(2), 20);
+    m.follower_ack("r1", 1, Lsn(2), Lsn(2), 21);
+    assert!(first_replies(&mut m).is_empty());
+    m.follower_ack("r2", 2, Lsn(2), Lsn(2), 22);
+    assert_eq!(first_replies(&mut m), vec![(2, Reply::Ok)]);
+    assert!(m.removal_ready("r1"));
+    // Once the map no longer lists r1, the removal is over; r1 still counts for nothing.
+    m.pin_members(["r2".to_string()].into());
+    assert!(!m.removal_ready("r1"));
+    run(&mut m, &mut log, &["SET", "k", "3"], AckMode::Quorum, 30, 3);
+    m.log_durable(Lsn(3), 30);
+    m.follower_ack("r1", 1, Lsn(3), Lsn(3), 31);
+    assert!(first_replies(&mut m).is_empty());
+    // A removal given up counts the member again.
+    m.begin_removal("r2").unwrap();
+    m.cancel_removal("r2");
+    m.follower_ack("r2", 2, Lsn(3), Lsn(3), 32);
+    assert_eq!(first_replies(&mut m), vec![(3, Reply::Ok)]);
 }

@@ -85,6 +85,10 @@ pub struct Replicas {
     sync_floor: Lsn,
     /// The control plane's in-sync set, when there is one.
     pinned: Option<std::collections::BTreeSet<String>>,
+    /// Replicas that count for no commit rule and no in-sync set: leaving the cluster.
+    excluded: std::collections::BTreeSet<String>,
+    /// The control plane's members, when there is one: only they count.
+    members: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Replicas {
@@ -100,6 +104,20 @@ impl Replicas {
             cluster_size,
             sync_floor: Lsn::ZERO,
             pinned: None,
+            excluded: std::collections::BTreeSet::new(),
+            members: None,
+        }
+    }
+
+    /// No followers, a log ending at `last`, and the control plane's pins (in-sync set,
+    /// members) and exclusions kept: after the log was replaced by a snapshot.
+    #[must_use]
+    pub fn emptied(&self, last: Lsn) -> Replicas {
+        Replicas {
+            pinned: self.pinned.clone(),
+            members: self.members.clone(),
+            excluded: self.excluded.clone(),
+            ..Replicas::new(last, self.lag_max_ms, self.cluster_size)
         }
     }
 
@@ -327,10 +345,10 @@ impl Replicas {
         self.sync_floor
     }
 
-    /// Followers in the in-sync set.
+    /// Followers in the in-sync set (excluded ones aside).
     #[must_use]
     pub fn in_sync_count(&self) -> u32 {
-        self.replicas.values().filter(|r| r.in_sync).count() as u32
+        self.counted().filter(|r| r.in_sync).count() as u32
     }
 
     /// Pins the in-sync set the control plane's map holds (`None`: no control plane). From then
@@ -349,16 +367,48 @@ impl Replicas {
         self.pinned.as_ref()
     }
 
+    /// Excludes replica `id` from every commit rule and from the in-sync set's counts (a
+    /// member being removed: what is acknowledged from now on does not rely on it), or
+    /// counts it again.
+    pub fn exclude(&mut self, id: &str, excluded: bool) {
+        if excluded {
+            self.excluded.insert(id.to_string());
+        } else {
+            self.excluded.remove(id);
+        }
+    }
+
+    /// Pins the control plane's members (`None`: no control plane): a follower that is not
+    /// one (removed, say, but still connected) counts for nothing.
+    pub fn pin_members(&mut self, members: Option<std::collections::BTreeSet<String>>) {
+        self.members = members;
+    }
+
+    /// Whether replica `id` counts for commit rules and the in-sync set.
+    #[must_use]
+    pub fn counts(&self, id: &str) -> bool {
+        !self.excluded.contains(id) && self.members.as_ref().is_none_or(|m| m.contains(id))
+    }
+
+    /// The followers that count for commit rules.
+    fn counted(&self) -> impl Iterator<Item = &ReplicaProgress> {
+        self.replicas.values().filter(|r| self.counts(&r.id))
+    }
+
     /// The replicas `sync` waits for: see [`Replicas::pin_in_sync`].
     fn sync_set(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self
-            .replicas
-            .values()
+            .counted()
             .filter(|r| r.in_sync)
             .map(|r| r.id.as_str())
             .collect();
         if let Some(pinned) = &self.pinned {
-            ids.extend(pinned.iter().map(String::as_str));
+            ids.extend(
+                pinned
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| self.counts(id)),
+            );
             ids.sort_unstable();
             ids.dedup();
         }
@@ -407,7 +457,7 @@ impl Replicas {
             if k == 0 {
                 return own_durable;
             }
-            let mut durable: Vec<Lsn> = self.replicas.values().map(|r| r.durable).collect();
+            let mut durable: Vec<Lsn> = self.counted().map(|r| r.durable).collect();
             durable.sort_unstable_by(|a, b| b.cmp(a));
             durable.get(k as usize - 1).copied().unwrap_or(Lsn::ZERO)
         };

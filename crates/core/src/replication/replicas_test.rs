@@ -61,7 +61,7 @@ fn in_sync(r: &Replicas) -> Vec<&str> {
 
 /// Invariants that hold after any input.
 fn check(r: &Replicas) {
-    let in_sync = r.iter().filter(|p| p.in_sync).count() as u32;
+    let in_sync = r.iter().filter(|p| p.in_sync && r.counts(&p.id)).count() as u32;
     assert_eq!(r.in_sync_count(), in_sync, "in_sync_count");
     let ids: Vec<&str> = r.iter().map(|p| p.id.as_str()).collect();
     let mut sorted = ids.clone();
