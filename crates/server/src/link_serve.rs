@@ -11,7 +11,7 @@ use crate::now_ms;
 use crate::peer_link::{self, LinkError, LinkReader, LinkWriter};
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
-use replikv_core::replication::{check_epoch, last_shared, plan_fetch, EpochTable, FetchPlan};
+use replikv_core::replication::{check_epoch, plan_cut, plan_fetch, EpochTable, FetchPlan};
 use replikv_core::{Epoch, LogPosition, Lsn, Store};
 use replikv_proto::{PeerMessage, PeerRecord};
 use replikv_storage::{LogCursor, LogRecord, WalError};
@@ -225,10 +225,8 @@ async fn start_session(
     Ok((prev, addr, generation))
 }
 
-/// Where a follower of our history whose log parted from ours (it holds entries we never had)
-/// can cut its log back to and go on from, instead of receiving a snapshot: the last entry
-/// both logs share, found from the epoch tables, if the follower can cut back that far and we
-/// still hold the entries after it.
+/// Where a follower whose log parted from ours cuts back to ([`plan_cut`]), if we still hold
+/// the entry there (or end there).
 async fn cut_point(
     shared: &Arc<Shared>,
     from: LogPosition,
@@ -238,15 +236,16 @@ async fn cut_point(
     state: FeedState,
 ) -> Option<LogPosition> {
     let (theirs, truncatable_from) = lineage?;
-    if history == 0 || history != history_ours || from.lsn == Lsn::ZERO {
-        return None;
-    }
     let ours = shared.repl.epochs.lock().ok()?.clone();
-    let to = last_shared(&ours, state.last.lsn, &theirs, from.lsn)?;
-    if to.lsn < truncatable_from || to.lsn >= from.lsn {
-        return None;
-    }
-    // We must still hold `to` itself (to check the follower's continuity) or be at it.
+    let to = plan_cut(
+        from,
+        history,
+        history_ours,
+        &theirs,
+        truncatable_from,
+        &ours,
+        state.last.lsn,
+    )?;
     (epoch_at(shared, to.lsn, state).await == Some(to.epoch)).then_some(to)
 }
 

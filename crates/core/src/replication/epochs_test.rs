@@ -13,7 +13,7 @@ fn at(epoch: u64, lsn: u64) -> LogPosition {
 }
 
 /// The table of a log whose entry `i` (LSN `i + 1`) has epoch `epochs[i]`.
-fn table(epochs: &[u64]) -> EpochTable {
+pub(super) fn table(epochs: &[u64]) -> EpochTable {
     let mut t = EpochTable::default();
     for (i, e) in epochs.iter().enumerate() {
         t.note(at(*e, i as u64 + 1)).unwrap();

@@ -135,3 +135,27 @@ pub fn plan_fetch(
         },
     }
 }
+
+/// Where a follower of our history whose log parted from ours (it holds entries we never had)
+/// can cut its log back to and go on from, instead of receiving a snapshot: the last entry
+/// both logs share, found from the epoch tables (`theirs` up to `from`, `ours` up to
+/// `our_last`), if the follower can cut back that far (not below `truncatable_from`, its
+/// snapshot) and the cut removes something. The upstream must still hold the entry at the
+/// point returned (to check the follower's continuity) or end there; that is for the caller
+/// to check against its log.
+#[must_use]
+pub fn plan_cut(
+    from: LogPosition,
+    history: u64,
+    history_ours: u64,
+    theirs: &super::epochs::EpochTable,
+    truncatable_from: Lsn,
+    ours: &super::epochs::EpochTable,
+    our_last: Lsn,
+) -> Option<LogPosition> {
+    if history == 0 || history != history_ours || from.lsn == Lsn::ZERO {
+        return None;
+    }
+    let to = super::epochs::last_shared(ours, our_last, theirs, from.lsn)?;
+    (to.lsn >= truncatable_from && to.lsn < from.lsn).then_some(to)
+}

@@ -1,7 +1,10 @@
 //! Tests for the follower's checks on what its upstream sends (fencing by epoch, log
 //! continuity, record order) and for the upstream's choice between streaming and a snapshot.
 
-use super::follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
+use super::epochs_test::table;
+use super::follower::{
+    check_entries, check_epoch, plan_cut, plan_fetch, EntriesRefusal, FetchPlan,
+};
 use crate::position::{Epoch, LogPosition, Lsn};
 
 fn pos(epoch: u64, lsn: u64) -> LogPosition {
@@ -311,5 +314,27 @@ fn plan_fetch_sends_a_snapshot_to_a_follower_whose_log_diverged() {
     assert_eq!(
         plan_fetch(pos(5, 90), OURS, OURS, pos(4, 100), Some(Epoch(4))),
         FetchPlan::Snapshot { reason }
+    );
+}
+
+#[test]
+fn plan_cut_finds_the_last_shared_entry_of_a_returning_old_leader() {
+    // Ours: 1:1 1:2 3:3 3:4; theirs (deposed in epoch 2): 1:1 1:2 2:3 2:4 2:5.
+    let ours = table(&[1, 1, 3, 3]);
+    let theirs = table(&[1, 1, 2, 2, 2]);
+    let from = pos(2, 5);
+    assert_eq!(
+        plan_cut(from, 7, 7, &theirs, Lsn(0), &ours, Lsn(4)),
+        Some(pos(1, 2))
+    );
+    // Not below its snapshot, not across histories, not for an empty log.
+    assert_eq!(plan_cut(from, 7, 7, &theirs, Lsn(3), &ours, Lsn(4)), None);
+    assert_eq!(plan_cut(from, 7, 8, &theirs, Lsn(0), &ours, Lsn(4)), None);
+    assert_eq!(plan_cut(from, 0, 7, &theirs, Lsn(0), &ours, Lsn(4)), None);
+    // A follower whose log is a prefix of ours has nothing to cut.
+    let prefix = table(&[1, 1, 3]);
+    assert_eq!(
+        plan_cut(pos(3, 3), 7, 7, &prefix, Lsn(0), &ours, Lsn(4)),
+        None
     );
 }

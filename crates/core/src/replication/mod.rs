@@ -50,7 +50,7 @@ mod session_test;
 
 pub use ack::{AckMode, AckModeError};
 pub use epochs::{last_shared, shared_prefix, EpochOrderError, EpochTable};
-pub use follower::{check_entries, check_epoch, plan_fetch, EntriesRefusal, FetchPlan};
+pub use follower::{check_entries, check_epoch, plan_cut, plan_fetch, EntriesRefusal, FetchPlan};
 pub use machine::{
     Answer, BatchReply, CommitRule, LogSink, Machine, MachineConfig, MachineStats, MapLead, Now,
     NOREPLICAS, READONLY,
