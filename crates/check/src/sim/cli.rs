@@ -215,6 +215,7 @@ struct Summary {
     stepped_down: u64,
     replica_partitions: u64,
     divergent_resyncs: u64,
+    divergent_truncations: u64,
     divergent_entries: u64,
     failover_ms: Vec<u64>,
     elected_ms: Vec<u64>,
@@ -251,6 +252,7 @@ impl Summary {
             stepped_down: 0,
             replica_partitions: 0,
             divergent_resyncs: 0,
+            divergent_truncations: 0,
             divergent_entries: 0,
             failover_ms: Vec::new(),
             elected_ms: Vec::new(),
@@ -288,6 +290,7 @@ impl Summary {
         self.stepped_down += a.stepped_down;
         self.replica_partitions += a.replica_partitions;
         self.divergent_resyncs += a.divergent_resyncs;
+        self.divergent_truncations += a.divergent_truncations;
         self.divergent_entries += a.divergent_entries;
         self.failover_ms.extend(&a.failover_ms);
         self.elected_ms.extend(&a.elected_ms);
@@ -339,7 +342,7 @@ fn print_report(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
             out,
             "  elections {}; failovers {} (leader alive {}, cut off {}, most in 5 s {}); \
              past a lagging replica {}; stepped down {}; replica partitions {}; \
-             divergent resyncs {} ({} entries); failover time {}; \
+             divergent resyncs {}, truncations {} ({} entries); failover time {}; \
              first write after healing {:?} ms; controller events {:?}",
             a.elections,
             a.failovers,
@@ -350,6 +353,7 @@ fn print_report(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
             a.stepped_down,
             a.replica_partitions,
             a.divergent_resyncs,
+            a.divergent_truncations,
             a.divergent_entries,
             spread(&a.failover_ms),
             a.healed_write_ms,
@@ -411,7 +415,7 @@ fn print_summary(out: &mut impl Write, rows: &[Summary], wall_ms: u128) -> std::
         if s.auto {
             writeln!(
                 out,
-                "{:<12} elections {}; failovers {} (leader alive {}, cut off {}, most in 5 s {}); past a lagging replica {}; stepped down {}; replica partitions {}; divergent resyncs {} ({} entries); pauses {}; slow {}",
+                "{:<12} elections {}; failovers {} (leader alive {}, cut off {}, most in 5 s {}); past a lagging replica {}; stepped down {}; replica partitions {}; divergent resyncs {}, truncations {} ({} entries); pauses {}; slow {}",
                 "",
                 s.elections,
                 s.failovers,
@@ -422,6 +426,7 @@ fn print_summary(out: &mut impl Write, rows: &[Summary], wall_ms: u128) -> std::
                 s.stepped_down,
                 s.replica_partitions,
                 s.divergent_resyncs,
+                s.divergent_truncations,
                 s.divergent_entries,
                 f("pause"),
                 f("slow")

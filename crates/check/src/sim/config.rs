@@ -486,7 +486,10 @@ pub struct AutoStats {
     pub replica_partitions: u64,
     /// Replicas whose log had diverged (an old leader's tail) and was replaced by a snapshot.
     pub divergent_resyncs: u64,
-    /// Entries those replicas discarded.
+    /// Replicas whose log had diverged and was cut back to the last entry it shared with its
+    /// upstream (`Truncate`).
+    pub divergent_truncations: u64,
+    /// Entries those replicas discarded (both ways).
     pub divergent_entries: u64,
     /// Controller events by kind (`leader-lost`, `election`, `election-failed`...).
     pub events: BTreeMap<String, u64>,

@@ -1,7 +1,7 @@
 //! A node's simulated disk: its log (with the part an fsync has covered), the snapshot the
 //! log continues from, and the metadata file.
 
-use replikv_core::replication::LogSink;
+use replikv_core::replication::{EpochTable, LogSink};
 use replikv_core::{Command, Epoch, LogPosition, Lsn, Store};
 
 /// A simulated log. Entries past `synced_len` are lost by a crash; an fsync covers everything
@@ -128,6 +128,38 @@ impl Disk {
         }
         self.synced_len = self.synced_len.max(len.min(self.entries.len()));
         Some(self.synced_last().lsn)
+    }
+
+    /// The epoch table of this log, as the node rebuilds it replaying its snapshot and log:
+    /// the base position, then every entry held.
+    #[must_use]
+    pub fn epoch_table(&self) -> EpochTable {
+        let mut t = EpochTable::default();
+        if self.base.lsn > Lsn::ZERO {
+            let _ = t.note(self.base);
+        }
+        for (p, _) in &self.entries {
+            let _ = t.note(*p);
+        }
+        t
+    }
+
+    /// Cuts the log back to `to.lsn` (at or past the base): the entries after it are gone,
+    /// and an fsync under way no longer counts (it covered the old entries). Returns how many
+    /// entries were discarded and the state the base and the kept entries make.
+    pub fn truncate_after(&mut self, lsn: Lsn) -> (usize, Store) {
+        let keep = usize::try_from(lsn.0.saturating_sub(self.base.lsn.0))
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let discarded = self.entries.len() - keep;
+        self.entries.truncate(keep);
+        self.synced_len = self.synced_len.min(keep);
+        self.generation += 1;
+        let mut store = self.base_store.clone();
+        for (_, cmd) in &self.entries {
+            store.apply(cmd);
+        }
+        (discarded, store)
     }
 
     /// A crash: what no fsync covered is gone.

@@ -4,6 +4,7 @@ use super::digest::Fnv;
 use super::world::ConnId;
 use crate::history::Outcome;
 use replikv_core::control::ControlMsg;
+use replikv_core::replication::EpochTable;
 use replikv_core::{Command, Epoch, LogPosition, Lsn, Store};
 use std::fmt;
 
@@ -28,15 +29,25 @@ impl fmt::Debug for SnapshotMsg {
     }
 }
 
+/// A follower's request to its upstream: send me what follows `from`.
+#[derive(Debug)]
+pub(super) struct FetchMsg {
+    pub from: LogPosition,
+    pub epoch: Epoch,
+    pub history: u64,
+    /// Under automatic failover, the follower's epoch table and the lowest LSN it can cut its
+    /// log back to (its snapshot's): the server's `Lineage`, sent after `Fetch`.
+    pub lineage: Option<(EpochTable, Lsn)>,
+}
+
 /// A message of the peer protocol, as the real link sends it.
 #[derive(Debug)]
 pub(super) enum PeerMsg {
     /// Follower → upstream: send me what follows `from`.
-    Fetch {
-        from: LogPosition,
-        epoch: Epoch,
-        history: u64,
-    },
+    Fetch(FetchMsg),
+    /// Upstream → follower: cut your log back to `to`, the last entry both logs share; the
+    /// entries after it follow.
+    Truncate { to: LogPosition },
     /// Either way: the link is refused; the receiver closes it.
     Refuse { reason: String },
     /// Upstream → follower: replace your state.

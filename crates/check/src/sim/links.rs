@@ -5,10 +5,10 @@
 //! closes a link that stays silent too long; a refused batch closes it too, and the follower
 //! reconnects from its own last position.
 
-use super::event::{Event, PeerMsg, SnapshotMsg};
+use super::event::{Event, FetchMsg, PeerMsg, SnapshotMsg};
 use super::world::{Conn, ConnId, Follow, Serve, World, BATCH_ENTRIES_MAX};
-use replikv_core::replication::{check_epoch, FetchPlan, LogSink};
-use replikv_core::{Epoch, LogPosition, Lsn};
+use replikv_core::replication::{check_epoch, plan_cut, FetchPlan, LogSink};
+use replikv_core::Lsn;
 
 impl World {
     /// Queues a reconnection of `node` to its upstream in 100–300 ms, unless one is queued.
@@ -53,6 +53,12 @@ impl World {
         });
         let from = live.machine.last();
         let epoch = live.machine.epoch();
+        // As the server, only under the control plane: a follower may then be an old leader
+        // whose diverged tail is cut back rather than replaced by a snapshot.
+        let lineage = self
+            .cfg
+            .is_auto()
+            .then(|| (live.machine.epochs().clone(), n.disk.base.lsn));
         let upstream_inc = self.nodes[upstream].inc;
         self.conns.insert(
             conn,
@@ -68,11 +74,12 @@ impl World {
         self.send(
             conn,
             true,
-            PeerMsg::Fetch {
+            PeerMsg::Fetch(FetchMsg {
                 from,
                 epoch,
                 history,
-            },
+                lineage,
+            }),
         );
     }
 
@@ -119,11 +126,7 @@ impl World {
     fn on_upstream_msg(&mut self, conn: ConnId, node: usize, follower: usize, msg: PeerMsg) {
         let now = self.now_ms;
         match msg {
-            PeerMsg::Fetch {
-                from,
-                epoch,
-                history,
-            } => self.on_fetch(conn, node, follower, from, epoch, history),
+            PeerMsg::Fetch(fetch) => self.on_fetch(conn, node, follower, fetch),
             PeerMsg::Ack {
                 epoch,
                 durable,
@@ -155,15 +158,13 @@ impl World {
         }
     }
 
-    fn on_fetch(
-        &mut self,
-        conn: ConnId,
-        node: usize,
-        follower: usize,
-        from: LogPosition,
-        epoch: Epoch,
-        history: u64,
-    ) {
+    fn on_fetch(&mut self, conn: ConnId, node: usize, follower: usize, fetch: FetchMsg) {
+        let FetchMsg {
+            from,
+            epoch,
+            history,
+            lineage,
+        } = fetch;
         let now = self.now_ms;
         let name = self.nodes[follower].name.clone();
         let n = &mut self.nodes[node];
@@ -185,8 +186,29 @@ impl World {
             last,
             n.disk.epoch_at(from.lsn),
         );
+        // As the server's link: where the follower's log parted from ours, it cuts back to the
+        // last entry both share if it can and we still hold that entry.
+        let cut = match (plan, lineage) {
+            (FetchPlan::Snapshot { .. }, Some((theirs, truncatable_from))) => plan_cut(
+                from,
+                history,
+                n.meta.history,
+                &theirs,
+                truncatable_from,
+                live.machine.epochs(),
+                last.lsn,
+            )
+            .filter(|to| n.disk.epoch_at(to.lsn) == Some(to.epoch)),
+            _ => None,
+        };
         let prev = match plan {
             FetchPlan::Stream { .. } => from,
+            FetchPlan::Snapshot { reason } if cut.is_some() => {
+                let to = cut.unwrap_or(from);
+                self.note(|| format!("n{node} has n{follower} cut its log back to {to}: {reason}"));
+                self.send(conn, false, PeerMsg::Truncate { to });
+                to
+            }
             FetchPlan::Snapshot { reason } => {
                 let snap = SnapshotMsg {
                     store: live.machine.store().clone(),
@@ -307,6 +329,28 @@ impl World {
                 n.meta.history = history;
                 n.meta.epoch = n.meta.epoch.max(pos.epoch.0);
                 live.machine.install_snapshot(store, pos);
+                self.settle(node);
+            }
+            PeerMsg::Truncate { to } => {
+                if live.machine.is_leader() {
+                    self.close_conn(conn, node, "this node leads; it cuts nothing");
+                    return;
+                }
+                let last = live.machine.last();
+                if to.lsn < n.disk.base.lsn || n.disk.position_at(to.lsn) != Some(to) {
+                    let why = format!("cannot cut back to {to}: this log does not hold it");
+                    self.close_conn(conn, node, &why);
+                    return;
+                }
+                let (discarded, store) = n.disk.truncate_after(to.lsn);
+                n.matched_len = n.matched_len.min(n.disk.entries.len());
+                live.machine.truncate_to(store, to);
+                live.machine.set_epochs(n.disk.epoch_table());
+                if discarded > 0 && self.cfg.is_auto() {
+                    self.report.auto.divergent_truncations += 1;
+                    self.report.auto.divergent_entries += discarded as u64;
+                }
+                self.note(|| format!("n{node} cut its log back from {last} to {to}: {discarded} entries discarded"));
                 self.settle(node);
             }
             PeerMsg::Refuse { reason } => self.close_conn(conn, node, &reason),

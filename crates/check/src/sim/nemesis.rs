@@ -191,6 +191,7 @@ impl World {
         }
         n.meta.leads = leads;
         let mut machine = Machine::new(store, last, Epoch(epoch), leads, config);
+        machine.set_epochs(n.disk.epoch_table());
         if auto {
             machine.require_lease();
         }

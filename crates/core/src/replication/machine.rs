@@ -884,7 +884,11 @@ impl<T> Machine<T> {
     pub fn truncate_to(&mut self, store: Store, to: LogPosition) {
         let mut epochs = std::mem::take(&mut self.epochs);
         epochs.truncate_after(to.lsn);
+        // Unlike a snapshot, the kept entries are only as durable as they were: an fsync of
+        // them may still be under way.
+        let durable = self.durable.min(to.lsn);
         self.install_snapshot(store, to);
+        self.durable = durable;
         self.epochs = epochs;
     }
 

@@ -914,3 +914,30 @@ fn a_member_leaves_only_once_the_others_hold_what_was_acknowledged_with_it() {
     m.follower_ack("r2", 2, Lsn(3), Lsn(3), 32);
     assert_eq!(first_replies(&mut m), vec![(3, Reply::Ok)]);
 }
+
+#[test]
+fn a_cut_keeps_the_entries_only_as_durable_as_they_were() {
+    // A returning old leader cut back to 1:2 while its fsync of 1:2 was still under way: it
+    // must not report 1:2 durable before that fsync does.
+    let mut m = replica();
+    let set = |v: &str| Command::Set {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from(v.to_string()),
+        expiry: Expiry::Keep,
+    };
+    let cmds = [set("1"), set("2"), set("3")];
+    m.apply_entries(
+        E1,
+        (1..=3).map(|i| (pos(1, i), &cmds[i as usize - 1])),
+        None,
+    );
+    m.log_durable(Lsn(1), 0);
+    let mut kept = Store::new();
+    kept.apply(&cmds[0]);
+    kept.apply(&cmds[1]);
+    m.truncate_to(kept, pos(1, 2));
+    assert_eq!(m.last(), pos(1, 2));
+    assert_eq!(m.durable(), Lsn(1));
+    m.log_durable(Lsn(2), 0);
+    assert_eq!(m.durable(), Lsn(2));
+}
