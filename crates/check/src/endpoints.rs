@@ -2,9 +2,11 @@
 //!
 //! With a fixed leader (`--failover none`) the leader never changes. With automatic failover
 //! (`--failover auto`) it is found by asking every node `SENTINEL get-master-addr-by-name
-//! <cluster>` at once ([`discover_round`]) and taking the address more than half of the nodes
-//! that answered name ([`majority`]): a deposed leader cut off from the others may still name
-//! itself for a while, but it is one voice against the others. A client whose operation on the
+//! <cluster>` at once ([`discover_round`]) and taking the address more than half of all the
+//! nodes name ([`majority`]): a deposed leader cut off from the others may still name itself
+//! for a while, and a node restarted from a stale map may name a former leader, but each is
+//! one voice against the others, and one voice alone (the others down or paused) is no
+//! majority. A client whose operation on the
 //! leader fails in a way that says the leader may have moved asks again
 //! ([`Endpoints::rediscover`]); one discovery runs at a time, and clients that failed before it
 //! finished take its answer rather than asking again. Every change of leader the clients see
@@ -220,15 +222,16 @@ impl Endpoints {
     }
 }
 
-/// The address more than half of `answers` name, one answer per node that answered (`None`:
-/// it knows no leader); `None` when no address has that majority.
+/// The address more than half of the cluster's `nodes` name, given one answer per node that
+/// answered (`None`: it knows no leader); `None` when no address has that majority.
 #[must_use]
-pub fn majority(answers: &[Option<String>]) -> Option<&str> {
+pub fn majority(answers: &[Option<String>], nodes: usize) -> Option<&str> {
     let named: Vec<&str> = answers.iter().flatten().map(String::as_str).collect();
+    let of = nodes.max(answers.len());
     named
         .iter()
         .copied()
-        .find(|candidate| named.iter().filter(|n| *n == candidate).count() * 2 > answers.len())
+        .find(|candidate| named.iter().filter(|n| *n == candidate).count() * 2 > of)
 }
 
 /// What a `SENTINEL get-master-addr-by-name` reply says: `Some(Some(host:port))`, `Some(None)`
@@ -284,7 +287,7 @@ pub async fn ask(node: &str, cluster_name: &str) -> Option<Option<String>> {
     timeout(PROBE_TIMEOUT, work).await.ok().flatten()
 }
 
-/// Asks every node at once; the address a majority of those that answered name, spelled as
+/// Asks every node at once; the address a majority of all nodes name, spelled as
 /// `nodes` spell it. Once more than half of all nodes name one address no later answer can
 /// change the outcome, so the round ends there rather than wait for a paused node's probe to
 /// time out.
@@ -311,7 +314,7 @@ pub async fn discover_round(nodes: &[String], cluster_name: &str) -> Option<Stri
         }
         answers.push(answer);
     }
-    majority(&answers).map(str::to_string)
+    majority(&answers, nodes.len()).map(str::to_string)
 }
 
 /// Rounds of [`discover_round`] until one finds a majority, at most `rounds_max` of them and
@@ -348,19 +351,25 @@ mod tests {
     #[test]
     fn a_cut_off_leader_naming_itself_is_outvoted() {
         let (a, b) = (Some("10.0.0.1:7300"), Some("10.0.0.2:7301"));
-        assert_eq!(majority(&named(&[a, b, b])), b);
-        assert_eq!(majority(&named(&[b, b, a, None, b])), b);
-        eprintln!("phase: no address named by more than half of the answers is no leader");
-        assert_eq!(majority(&named(&[a, b])), None);
-        assert_eq!(majority(&named(&[a, b, None])), None);
+        assert_eq!(majority(&named(&[a, b, b]), 3), b);
+        assert_eq!(majority(&named(&[b, b, a, None, b]), 5), b);
+        eprintln!("phase: no address named by more than half of the nodes is no leader");
+        assert_eq!(majority(&named(&[a, b]), 3), None);
+        assert_eq!(majority(&named(&[a, b, None]), 3), None);
         assert_eq!(
-            majority(&named(&[a, None, None])),
+            majority(&named(&[a, None, None]), 3),
             None,
             "nodes that know no leader count"
         );
-        assert_eq!(majority(&named(&[None, None])), None);
-        assert_eq!(majority(&[]), None);
-        assert_eq!(majority(&named(&[a])), a, "the only node that answered");
+        assert_eq!(majority(&named(&[None, None]), 3), None);
+        assert_eq!(majority(&[], 3), None);
+        assert_eq!(
+            majority(&named(&[a]), 3),
+            None,
+            "one node of three (a stale map, the others down) is no majority"
+        );
+        assert_eq!(majority(&named(&[a, a]), 3), a);
+        assert_eq!(majority(&named(&[a]), 1), a, "a single-node cluster");
     }
 
     #[test]

@@ -1204,6 +1204,18 @@ async fn takeover(shared: &Arc<Shared>, args: &[Bytes]) -> Local {
 /// offset; a replica names its upstream and its link state.
 fn role(shared: &Shared) -> Frame {
     let status = shared.repl.status();
+    // Under the control plane a node that follows nobody need not lead: restarted from a map
+    // that names it in an epoch it led, it waits for a new election. It is no master.
+    if status.upstream.is_none() && shared.config.control_plane() && !shared.repl.positions().leader
+    {
+        return Frame::Array(vec![
+            bulk("slave"),
+            bulk(String::new()),
+            Frame::Integer(0),
+            bulk("connect"),
+            Frame::Integer(status.applied.lsn.0 as i64),
+        ]);
+    }
     match &status.upstream {
         None => Frame::Array(vec![
             bulk("master"),

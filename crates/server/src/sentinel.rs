@@ -101,7 +101,11 @@ fn leader(conn: &Conn, shared: &Shared) -> Option<(String, u16, bool)> {
         let map = shared.repl.map.borrow().clone()?;
         let id = map.leader.as_deref()?;
         if id == shared.repl.node_id {
-            return Some(own());
+            // A node restarted from a map that still names it does not lead in that epoch
+            // (it may have lost a tail its followers hold): it knows no leader until the
+            // controller elects one, rather than send clients to itself.
+            let p = shared.repl.positions();
+            return (p.leader && p.epoch == map.epoch).then(own);
         }
         let up = crate::control::member_addr(&map, id)?;
         return Some((up.host, up.port, true));

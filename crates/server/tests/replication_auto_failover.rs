@@ -424,6 +424,49 @@ fn a_node_joins_becomes_a_voter_a_founder_leaves_and_failover_still_works() {
     );
 }
 
+/// A leader killed and restarted before the controller replaced it finds a map that still
+/// names it. It does not lead again in that epoch, and it does not tell clients it leads:
+/// Sentinel's question gets no leader from it, and `ROLE` says replica, until an election.
+#[test]
+fn a_restarted_leader_does_not_name_itself_before_a_new_election() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    // A long lease: the restart comes well before the controller may replace the leader.
+    let mut nodes = start_with_faults_and(
+        &paths,
+        "3000",
+        &["--lease-ms", "4000", "--election-ticks", "100"],
+    );
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let first = wait_leader(&ports, None, Duration::from_secs(30));
+    assert_eq!(text(&Resp::connect(first).call(&["SET", "k", "v"])), "OK");
+    let killed = Instant::now();
+    let node = node_by_port(&mut nodes, first);
+    node.kill9();
+    node.restart();
+    let restarted_in = killed.elapsed();
+    let named = Resp::connect(first).call(&["SENTINEL", "get-master-addr-by-name", "replikv"]);
+    let role = role_of(first);
+    if restarted_in < Duration::from_millis(3_000) {
+        let names_itself = matches!(&named, Frame::Array(items)
+            if items.get(1).map(text) == Some(first.to_string()));
+        assert!(
+            !names_itself,
+            "the restarted node names itself leader: {named:?}"
+        );
+        assert_ne!(
+            role.as_deref(),
+            Some("master"),
+            "ROLE of the restarted node"
+        );
+    } else {
+        eprintln!("the restart took {restarted_in:?}: past the lease, nothing to check");
+    }
+    // The controller then elects a leader again, in a new epoch, and writes go on.
+    let leader = wait_leader(&ports, None, Duration::from_secs(30));
+    assert_eq!(text(&Resp::connect(leader).call(&["GET", "k"])), "v");
+}
+
 /// Removing a member under `quorum` waits until the others hold every write acknowledged
 /// with its help: refused while the only other replica is paused, done once it is back, and
 /// the remaining replica then holds every acknowledged write.
