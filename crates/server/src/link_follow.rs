@@ -43,9 +43,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             continue;
         };
         let started = tokio::time::Instant::now();
-        let result = tokio::select! {
-            r = session(&shared, &up) => r,
-            _ = upstream_rx.changed() => Err(LinkError::Protocol("the upstream setting changed".into())),
+        let (result, moved) = tokio::select! {
+            r = session(&shared, &up) => (r, false),
+            _ = upstream_rx.changed() => (Err(LinkError::Protocol("the upstream setting changed".into())), true),
             _ = shutdown.wait_for(|s| *s) => return,
         };
         link_state(&shared, false, None, false).await;
@@ -53,12 +53,26 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             Ok(()) => {}
             Err(e) => warn!(upstream = %up, reason = %e, "replication link down; reconnecting"),
         }
+        // A new upstream (a failover) is dialled at once: the backoff was earned by the old
+        // one, and the new leader's writes wait for this replica.
+        if moved {
+            backoff = BACKOFF_MIN;
+            continue;
+        }
         // A link that lasted resets the backoff; one that failed at once doubles it.
         if started.elapsed() > BACKOFF_MAX * 2 {
             backoff = BACKOFF_MIN;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            // Nor does a new upstream wait out the old one's backoff.
+            changed = upstream_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                backoff = BACKOFF_MIN;
+                continue;
+            }
             _ = shutdown.wait_for(|s| *s) => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
