@@ -253,23 +253,30 @@ fn a_quorum_election_without_enough_reports_elects_nobody_and_tries_again_later(
     );
 }
 
+/// What controller `a` proposes once `map`'s leader is lost and `reports` come in.
+fn election(mode: AckMode, map: &ClusterMap, reports: &[(&str, LogPosition)]) -> Vec<MapCommand> {
+    let mut ctl = Controller::new("a", config(mode));
+    ctl.became_controller(0);
+    let asked = queries(&ctl.on_tick(map, local(2, 5), 1_000));
+    let round = asked[0].1;
+    for (from, at) in reports {
+        report(&mut ctl, map, from, round, *at, 1_010);
+    }
+    proposals(&ctl.on_tick(map, local(2, 5), 1_050))
+}
+
+fn elect(id: &str, epoch: u64) -> Vec<MapCommand> {
+    vec![MapCommand::Elect {
+        id: id.into(),
+        epoch: Epoch(epoch),
+    }]
+}
+
 #[test]
 fn of_equally_up_to_date_replicas_one_other_than_the_controller_is_elected() {
     let map = map_led_by("c", 2);
-    let mut ctl = Controller::new("a", config(AckMode::Quorum));
-    ctl.became_controller(0);
-    let asked = queries(&ctl.on_tick(&map, local(2, 5), 1_000));
-    let round = asked[0].1;
-    report(&mut ctl, &map, "a", round, pos(2, 5), 1_010);
-    report(&mut ctl, &map, "b", round, pos(2, 5), 1_010);
-    let elect = proposals(&ctl.on_tick(&map, local(2, 5), 1_020));
-    assert_eq!(
-        elect,
-        vec![MapCommand::Elect {
-            id: "b".into(),
-            epoch: Epoch(3)
-        }]
-    );
+    let reports = [("a", pos(2, 5)), ("b", pos(2, 5))];
+    assert_eq!(election(AckMode::Quorum, &map, &reports), elect("b", 3));
 }
 
 #[test]
@@ -328,21 +335,8 @@ fn a_sync_election_with_an_empty_in_sync_set_elects_the_old_leader_if_it_reports
     // is in the map's set. Its report makes it eligible in a new epoch; the election does not
     // wait for it when it is silent.
     let map = map_led_by("b", 2);
-    let mut ctl = Controller::new("a", config(AckMode::Sync));
-    ctl.became_controller(0);
-    let asked = queries(&ctl.on_tick(&map, local(2, 5), 1_000));
-    let round = asked[0].1;
-    report(&mut ctl, &map, "a", round, pos(2, 5), 1_010);
-    report(&mut ctl, &map, "c", round, pos(2, 5), 1_010);
-    report(&mut ctl, &map, "b", round, pos(2, 9), 1_020);
-    let elect = proposals(&ctl.on_tick(&map, local(2, 5), 1_050));
-    assert_eq!(
-        elect,
-        vec![MapCommand::Elect {
-            id: "b".into(),
-            epoch: Epoch(3)
-        }]
-    );
+    let reports = [("a", pos(2, 5)), ("c", pos(2, 5)), ("b", pos(2, 9))];
+    assert_eq!(election(AckMode::Sync, &map, &reports), elect("b", 3));
 }
 
 #[test]
